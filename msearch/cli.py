@@ -1,0 +1,345 @@
+"""The ``msearch`` command: index, search, show, status, serve.
+
+Commands use the running msearch of the data dir when there is one (its HTTP app, else its
+Ray cluster and store owner) and otherwise start what they need. Exit codes: 0 done (an
+index run that completed, even with failed files), 1 nothing found / not found, 2 the command
+itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from msearch.errors import MsearchError, NotFound
+from msearch.settings import Settings, load_settings
+
+log = logging.getLogger("msearch")
+
+EXIT_OK, EXIT_EMPTY, EXIT_ERROR = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        settings = load_settings()
+    except Exception as e:  # pydantic's ValidationError names the bad variable
+        print(f"msearch: invalid settings: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
+    )
+    for noisy in ("infinity_emb", "sentence_transformers", "httpx", "ray", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return args.func(settings, args)
+    except MsearchError as e:
+        print(f"msearch: {e}", file=sys.stderr)
+        return EXIT_EMPTY if isinstance(e, NotFound) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("msearch: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="msearch", description="Multimodal search over your media folders.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the workers do")
+    sub = p.add_subparsers(dest="command")
+
+    s = sub.add_parser("index", help="index files and folders (Ray Data pipeline)")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("search", help="search by text, or by an example image")
+    s.add_argument("text", nargs="?", metavar="TEXT")
+    s.add_argument("--image", type=Path, metavar="FILE", help="search by this image instead of text")
+    s.add_argument("--kind", action="append", dest="kinds", metavar="K",
+                   help="only results of this kind (text, image, video, audio, page); repeatable")
+    s.add_argument("--top-k", type=int, default=None, metavar="N")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("show", help="what msearch knows and extracted of one file")
+    s.add_argument("key", metavar="PATH|FILE_ID")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("status", help="files per kind and status, points per space, failures")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("serve", help="serve search over HTTP (Ray Serve) until interrupted")
+    s.add_argument("--host", default=None)
+    s.add_argument("--port", type=int, default=None)
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+# -- index --------------------------------------------------------------------------------
+def cmd_index(settings: Settings, args) -> int:
+    from msearch.files import check_roots
+
+    check_roots(args.paths)  # a missing folder is an error before anything starts
+    from pipelines.cluster import connect
+    from pipelines.index import format_summary, run_index
+
+    started = connect(settings, verbose=args.verbose)
+    try:
+        summary = run_index(settings, args.paths, progress=not args.json and sys.stderr.isatty())
+    finally:
+        if started:
+            _stop_local(settings)
+    print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary))
+    return EXIT_OK
+
+
+def _stop_local(settings: Settings) -> None:
+    import ray
+
+    from pipelines.owner import stop_owner
+
+    try:
+        stop_owner(settings)
+    finally:
+        ray.shutdown()
+
+
+# -- reaching the index ---------------------------------------------------------------------
+class _Session:
+    """The store and query embedders for one CLI command, wherever they live."""
+
+    def __init__(self, settings: Settings, embed: bool):
+        from msearch.owner import running_owner
+
+        self.settings = settings
+        self.http = None
+        self._cleanup = []
+        info = running_owner(settings)
+        if info and info.get("http") and _healthy(info["http"]):
+            self.http = info["http"]
+            return
+        if info is not None:
+            import ray
+
+            from pipelines.cluster import connect
+            from pipelines.owner import OwnerClient, get_owner
+
+            connect(settings)
+            self._cleanup.append(ray.shutdown)
+            self.store = OwnerClient(get_owner(settings, create=False))
+        else:
+            from msearch.library import Library
+            from msearch.owner import OwnerLock
+
+            lock = OwnerLock(settings).acquire()
+            self._cleanup.append(lock.release)
+            self.store = Library(settings)
+            self._cleanup.append(self.store.close)
+        self.embedders = {}
+        if embed:
+            self.embedders = _local_embedders(settings, self.store.spaces())
+            self._cleanup.extend(e.close for e in self.embedders.values())
+
+    def close(self) -> None:
+        for fn in reversed(self._cleanup):
+            fn()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _local_embedders(settings: Settings, spaces: dict) -> dict:
+    from msearch.embed import available_roles, build_embedder
+
+    ok, missing = available_roles(settings, tuple(spaces))
+    for message in missing.values():
+        log.warning("%s", message)
+    return {role: build_embedder(role, settings) for role in ok}
+
+
+def _http(method: str, url: str, **kwargs):
+    import httpx
+
+    response = httpx.request(method, url, timeout=120, **kwargs)
+    if response.status_code == 404:
+        raise NotFound(response.json().get("detail", "not found"))
+    if response.status_code >= 400:
+        raise MsearchError(f"HTTP {response.status_code}: {response.json().get('detail', response.text)}")
+    return response
+
+
+# -- search -------------------------------------------------------------------------------
+def cmd_search(settings: Settings, args) -> int:
+    from msearch.search import SearchService, check_kinds
+
+    if bool(args.text) == bool(args.image):
+        print("msearch: give either TEXT or --image FILE", file=sys.stderr)
+        return EXIT_ERROR
+    check_kinds(args.kinds)
+    data = None
+    if args.image:
+        try:
+            data = args.image.expanduser().read_bytes()
+        except OSError as e:
+            print(f"msearch: cannot read {args.image}: {e.strerror}", file=sys.stderr)
+            return EXIT_ERROR
+    with _Session(settings, embed=True) as session:
+        if session.http:
+            if data is not None:
+                form = {"kinds": args.kinds or [], "top_k": args.top_k} if args.top_k else {"kinds": args.kinds or []}
+                r = _http("POST", f"{session.http}/api/v1/search/image", files={"file": ("query", data)}, data=form)
+            else:
+                r = _http("POST", f"{session.http}/api/v1/search",
+                          json={"query": args.text, "kinds": args.kinds, "top_k": args.top_k})
+            results = r.json()["results"]
+        else:
+            service = SearchService(session.embedders, session.store, settings)
+            if data is not None:
+                results = service.search_image(data, args.kinds, args.top_k)
+            else:
+                results = service.search_text(args.text, args.kinds, args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+    else:
+        print(format_results(results))
+    return EXIT_OK if results else EXIT_EMPTY
+
+
+def format_time(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_results(results: list[dict]) -> str:
+    if not results:
+        return "no results"
+    lines = []
+    for i, r in enumerate(results, 1):
+        where = ""
+        if r.get("start_s") is not None:
+            where = f" [{format_time(r['start_s'])}-{format_time(r['end_s'])}]"
+        elif r.get("page") is not None:
+            where = f" [page {r['page']}]"
+        lines.append(f"{i:>3}. {r['score']:.4f}  {r['kind']:<5}  {r['path']}{where}")
+        if r.get("text"):
+            snippet = " ".join(r["text"].split())
+            lines.append(f"       {snippet[:160]}{'…' if len(snippet) > 160 else ''}")
+    return "\n".join(lines)
+
+
+# -- show / status ----------------------------------------------------------------------------
+def cmd_show(settings: Settings, args) -> int:
+    from msearch.library import file_id_for
+
+    key = args.key
+    path = Path(key).expanduser()
+    if path.exists():
+        key = str(path.resolve())
+    with _Session(settings, embed=False) as session:
+        if session.http:
+            file_id = key if not path.exists() else file_id_for(key)
+            info = _http("GET", f"{session.http}/api/v1/files/{file_id}").json()
+        else:
+            info = session.store.show(key)
+    if args.json:
+        print(json.dumps(info, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{info['path']}\n  file_id {info['file_id']}  kind {info['kind']}  format {info['format']}"
+          f"  status {info['status']}")
+    if info["error"]:
+        print(f"  error: {info['error']}")
+    for u in info["units"]:
+        where = f"chars {u['char_start']}-{u['char_end']}" if u["char_start"] is not None else ""
+        if u["start_s"] is not None:
+            where = f"{format_time(u['start_s'])}-{format_time(u['end_s'])}"
+        text = " ".join((u["text"] or "").split())
+        print(f"  #{u['unit']:<3} {u['kind']:<5} {u['space']:<5} {where}  {text[:100]}")
+    return EXIT_OK
+
+
+def cmd_status(settings: Settings, args) -> int:
+    with _Session(settings, embed=False) as session:
+        info = _http("GET", f"{session.http}/api/v1/status").json() if session.http else session.store.status()
+    if args.json:
+        print(json.dumps(info, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    print(f"data dir {info['data_dir']}")
+    for kind, statuses in sorted(info["kinds"].items()):
+        print(f"  {kind:<8} " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+    for space, n in sorted(info["points"].items()):
+        print(f"  {space} vectors: {n} ({info['models'].get(space)})")
+    for item in info["failed"]:
+        print(f"  failed  {item['path']}: {item['error']}")
+    return EXIT_OK
+
+
+# -- serve --------------------------------------------------------------------------------
+def cmd_serve(settings: Settings, args) -> int:
+    import signal
+    import threading
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    import ray
+    from ray import serve
+
+    from msearch.owner import write_runtime
+    from pipelines.cluster import connect
+    from pipelines.owner import get_owner
+    from serve.app import build_app
+
+    started = connect(settings, verbose=args.verbose)
+    try:
+        get_owner(settings)
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(build_app(settings), name="msearch", route_prefix="/", blocking=False)
+        url = f"http://{settings.host}:{settings.port}"
+        write_runtime(settings, http=url)
+        print(f"msearch is serving {settings.data_dir} at {url} (API docs: {url}/docs)")
+        if started and settings.dashboard:
+            print(f"Ray dashboard: http://{settings.dashboard_host}:{settings.dashboard_port} "
+                  "(Jobs: indexing runs; Serve: deployments and replicas)")
+        print("Press Ctrl-C to stop.", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop.wait()
+    finally:
+        try:
+            serve.delete("msearch")
+        except Exception as e:  # the app may not have started; shutting down anyway
+            log.debug("serve.delete: %s", e)
+        if started:
+            serve.shutdown()
+            _stop_local(settings)
+        elif ray.is_initialized():
+            ray.shutdown()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""A deterministic embedder for tests of everything but the model itself.
+
+Text: hashed bag of words (shared tokens give similar vectors). Images: a fixed random
+projection of an 8x8 colour thumbnail (similar pictures give similar vectors). Same input,
+same vector, in every process.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from msearch.embed import normalize
+from msearch.sparse import term_id, tokenize
+
+_DIMS = {"clip": 64, "text": 48}
+
+
+class FakeEmbedder:
+    def __init__(self, role: str):
+        self.role = role
+        self.model_id = f"fake-{role}"
+        self.dim = _DIMS.get(role, 32)
+        self.modalities = frozenset({"text", "image"} if role == "clip" else {"text"})
+        rng = np.random.default_rng(1234)
+        self._projection = rng.standard_normal((8 * 8 * 3, self.dim)).astype(np.float32)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for token in tokenize(text) or [""]:
+                h = term_id(token)
+                out[i, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        return normalize(out + 1e-3)
+
+    def embed_images(self, images) -> np.ndarray:
+        if "image" not in self.modalities:
+            raise ValueError(f"the {self.role} embedder does not take images")
+        rows = []
+        for img in images:
+            small = np.asarray(img.convert("RGB").resize((8, 8)), dtype=np.float32) / 255.0 - 0.5
+            rows.append(small.reshape(-1) @ self._projection)
+        return normalize(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,100 @@
+"""Models served Python-natively by infinity-emb (one engine per embedder)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+
+from msearch.embed import ROLE_SETTING, normalize
+from msearch.errors import MissingDependency, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _InfinityEmbedder:
+    modalities: frozenset[str] = frozenset({"text"})
+
+    def __init__(self, role: str, spec: str, path: str, settings):
+        self.role, self.model_id = role, spec
+        # infinity writes a cache in the working directory unless told otherwise.
+        os.environ.setdefault("INFINITY_HOME", str(settings.data_dir / "cache" / "infinity"))
+        try:
+            from infinity_emb import EngineArgs, SyncEngineArray
+        except ImportError as e:
+            raise MissingDependency("infinity-emb is not installed: pip install 'msearch[models]'") from e
+        self.device = resolve_device(settings.device)
+        args = EngineArgs(
+            model_name_or_path=path, served_model_name=role, engine="torch", device=self.device,
+            model_warmup=False, bettertransformer=False, batch_size=settings.index.embed_batch_size,
+        )
+        try:
+            self._array = SyncEngineArray.from_args([args])
+        except Exception as e:  # a folder that is not a loadable model, corrupt weights, ...
+            raise ModelUnavailable(role, spec, ROLE_SETTING[role], f"cannot load it: {e}") from e
+        self._configure(settings)
+        self.dim = int(self.embed_texts(["dimension probe"]).shape[1])
+        log.info("loaded %s model %s on %s (dim %d)", role, spec, self.device, self.dim)
+
+    def _configure(self, settings) -> None:
+        pass
+
+    def _worker_models(self):
+        engine = self._array.async_engine_array[self.role]
+        return [w._model for w in engine._batch_handler.model_worker]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, getattr(self, "dim", 0)), np.float32)
+        embs, _ = self._array.embed(model=self.role, sentences=list(texts)).result()
+        return normalize(np.stack(embs))
+
+    def embed_images(self, images) -> np.ndarray:
+        raise ValueError(f"the {self.role} model {self.model_id} does not take images")
+
+    def close(self) -> None:
+        array = self.__dict__.pop("_array", None)
+        if array is not None:
+            array.stop()
+            del array
+
+
+class InfinityText(_InfinityEmbedder):
+    modalities = frozenset({"text"})
+
+    def __init__(self, spec: str, path: str, settings):
+        super().__init__("text", spec, path, settings)
+
+
+class InfinityClip(_InfinityEmbedder):
+    modalities = frozenset({"text", "image"})
+
+    def __init__(self, spec: str, path: str, settings):
+        super().__init__("clip", spec, path, settings)
+
+    def _configure(self, settings) -> None:
+        # infinity takes the text length from config.max_length, which transformers defaults
+        # to 20 tokens: set CLIP's real context instead (bounded by its position table).
+        for model in self._worker_models():
+            text_cfg = getattr(model.model.config, "text_config", None)
+            limit = getattr(text_cfg, "max_position_embeddings", None) or settings.models.clip_max_length
+            model.max_length = min(settings.models.clip_max_length, limit)
+
+    def text_max_length(self) -> int:
+        return self._worker_models()[0].max_length
+
+    def embed_images(self, images) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        embs, _ = self._array.image_embed(model=self.role, images=list(images)).result()
+        return normalize(np.stack(embs))

@@ -1,0 +1,381 @@
+"""The store owner's logic: catalog + vectors + thumbnails, for one data dir.
+
+Exactly one process holds a :class:`Library` for a data dir (see :mod:`msearch.owner`);
+the indexing pipeline and the search replicas reach it through that process. Everything
+here is plain Python: Ray only wraps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from msearch.embed import SPACE_KINDS
+from msearch.errors import ConfigError, NotFound
+from msearch.settings import Settings
+from msearch.store.catalog import Catalog
+from msearch.store.vectors import Hit, PointData, SpaceQuery, VectorStore, open_vector_store, point_id
+
+log = logging.getLogger(__name__)
+
+# The space that embeds each file kind this version indexes.
+KIND_SPACE = {kind: space for space, kinds in SPACE_KINDS.items() for kind in kinds}
+RRF_K = 60
+SNIPPET_CHARS = 300
+_THUMB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def file_id_for(path: str) -> str:
+    return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
+
+
+def thumb_id_for(content_hash: str, unit: int) -> str:
+    return hashlib.blake2b(f"{content_hash}:{unit}".encode(), digest_size=16).hexdigest()
+
+
+def thumbnail_url(thumb_id: str | None) -> str | None:
+    return f"/api/v1/thumbnails/{thumb_id}" if thumb_id else None
+
+
+class Library:
+    def __init__(self, settings: Settings, vectors: VectorStore | None = None, catalog: Catalog | None = None):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = catalog or Catalog(settings.catalog_path)
+        self.vectors = vectors or open_vector_store(settings)
+        self.thumbs = settings.thumbs_path
+        self._lock = threading.RLock()
+        self._inflight: dict[str, str] = {}  # content_hash -> run id embedding it
+        self._runs: dict[str, dict[str, list]] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self.vectors.close()
+            self.catalog.close()
+
+    def ping(self) -> dict:
+        return {"data_dir": str(self.settings.data_dir), "spaces": self.vectors.spaces()}
+
+    # -- models ------------------------------------------------------------------------
+    def check_models(self, models: dict[str, str]) -> None:
+        """Refuse a model that differs from the one a space was built with."""
+        for space, model in models.items():
+            stored = self.catalog.get_meta(f"model:{space}")
+            if stored and stored != model:
+                raise ConfigError(
+                    f"this data dir's {space!r} vectors were made with {stored!r}, but the model is now "
+                    f"{model!r}; vectors of two models cannot be compared. Use another MSEARCH_DATA_DIR "
+                    f"or set the model back."
+                )
+
+    # -- indexing: plan, claim, write, finish -------------------------------------------
+    def begin_run(self, run_id: str, models: dict[str, str]) -> None:
+        self.check_models(models)
+        with self._lock:
+            self._runs[run_id] = defaultdict(list)
+
+    def _outcome(self, run_id: str, outcome: str, path: str, error: str | None = None) -> None:
+        run = self._runs.setdefault(run_id, defaultdict(list))
+        run[outcome].append({"path": path, "error": error} if error else {"path": path})
+
+    def plan(self, run_id: str, entries: list[dict], models: dict[str, str]) -> list[dict]:
+        """Drop files whose size and mtime are unchanged since they were indexed with these models."""
+        with self._lock:
+            known = self.catalog.files_by_path([e["path"] for e in entries])
+            todo = []
+            for e in entries:
+                old = known.get(e["path"])
+                if old and old["status"] == "indexed" and old["size"] == e["size"] and old["mtime"] == e["mtime"] \
+                        and _models_of(old) == _models_for(old["kind"], models):
+                    self._outcome(run_id, "unchanged", e["path"])
+                else:
+                    todo.append(e)
+            return todo
+
+    def claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str]) -> list[dict]:
+        """Record hashed files; return the ones whose content must be decoded and embedded."""
+        with self._lock:
+            known = self.catalog.files_by_path([r["path"] for r in rows])
+            updates, emit, garbage = [], [], []
+            for r in rows:
+                path, h, kind = r["path"], r.get("content_hash"), r.get("kind")
+                old = known.get(path)
+                row = {
+                    "file_id": file_id_for(path), "path": path, "size": r.get("size"), "mtime": r.get("mtime"),
+                    "content_hash": h, "kind": kind, "format": r.get("format"), "status": "pending",
+                    "models": _models_for(kind, models), "units_expected": None,
+                }
+                space = KIND_SPACE.get(kind)
+                if r.get("error"):
+                    row.update(status="failed", error=r["error"])
+                elif kind is None:
+                    fmt = r.get("format")
+                    row.update(status="skipped", error="empty file" if fmt == "empty" else f"unrecognised content ({fmt})")
+                elif space is None:
+                    row.update(status="skipped", error=f"{kind} files are not indexed by this version of msearch")
+                elif space in missing:
+                    row.update(status="skipped", error=missing[space])
+                elif old and old["content_hash"] == h and old["status"] == "indexed" \
+                        and _models_of(old) == row["models"]:
+                    row.update(status="indexed", units_expected=old["units_expected"],
+                               indexed_at=old["indexed_at"], timings=old["timings"])
+                    self._outcome(run_id, "unchanged", path)
+                else:
+                    done = self._complete_copy(h, row["models"])
+                    if done is not None:
+                        row.update(status="indexed", units_expected=done["units_expected"],
+                                   indexed_at=time.time(), timings=done["timings"])
+                        self._outcome(run_id, "indexed", path)
+                    elif h in self._inflight:
+                        pass  # the same content is being embedded for another path: share it
+                    else:
+                        self._inflight[h] = run_id
+                        garbage.append(h)  # partial leftovers of an interrupted earlier try
+                        emit.append({**r, "run_id": run_id})
+                if row["status"] in ("failed", "skipped"):
+                    self._outcome(run_id, row["status"], path, row["error"])
+                updates.append(row)
+                if old and old["content_hash"] and old["content_hash"] != h:
+                    garbage.append(old["content_hash"])
+            self.catalog.upsert_files(updates)
+            for h in garbage:
+                if h in self._inflight and self._inflight[h] == run_id and any(e["content_hash"] == h for e in emit):
+                    self._drop_content(h)
+                else:
+                    self._collect(h)
+            return emit
+
+    def _complete_copy(self, content_hash: str, models: dict) -> dict | None:
+        for f in self.catalog.files_with_hashes([content_hash], "indexed"):
+            if _models_of(f) == models:
+                return f
+        return None
+
+    def write(self, units: list[dict]) -> int:
+        """Store embedded units (and decode/embedding failures); settle files that are complete."""
+        with self._lock:
+            expected: dict[str, int] = {}
+            runs: dict[str, str] = {}
+            failures: dict[str, str] = {}
+            skips: dict[str, str] = {}
+            timings: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+            by_space: dict[str, list[dict]] = defaultdict(list)
+            for u in units:
+                h = u["content_hash"]
+                runs[h] = u["run_id"]
+                expected[h] = int(u["n_units"])
+                if u.get("error"):
+                    failures[h] = u["error"]
+                elif int(u["n_units"]) == 0:
+                    skips[h] = u.get("note") or "nothing to index in this file"
+                else:
+                    by_space[u["space"]].append(u)
+                    for key in ("decode_s", "embed_s"):
+                        timings[h][key] += float(u.get(key) or 0.0)
+            unit_rows = []
+            for space, rows in by_space.items():
+                rows = [u for u in rows if u["content_hash"] not in failures]
+                if not rows:
+                    continue
+                model = rows[0]["model"]
+                self.check_models({space: model})
+                self.vectors.ensure_space(space, len(rows[0]["vector"]))
+                if self.catalog.get_meta(f"model:{space}") is None:
+                    self.catalog.set_meta(f"model:{space}", model)
+                points = []
+                for u in rows:
+                    thumb = None
+                    if u.get("thumbnail"):
+                        thumb = thumb_id_for(u["content_hash"], u["unit"])
+                        self._save_thumb(thumb, u["thumbnail"])
+                    pid = point_id(u["content_hash"], u["unit"], space, model)
+                    text = u.get("text")
+                    payload = {
+                        "content_hash": u["content_hash"], "kind": u["kind"], "unit": int(u["unit"]),
+                        "start_s": u.get("start_s"), "end_s": u.get("end_s"), "page": u.get("page"),
+                        "text": text[:SNIPPET_CHARS] if text else None, "thumbnail": thumb,
+                    }
+                    sparse = None
+                    if u.get("sparse_indices") is not None:
+                        sparse = (list(u["sparse_indices"]), list(u["sparse_values"]))
+                    points.append(PointData(pid, payload, list(u["vector"]), sparse))
+                    unit_rows.append({**payload, "space": space, "text": text, "char_start": u.get("char_start"),
+                                      "char_end": u.get("char_end"), "point_id": pid, "model": model})
+                self.vectors.upsert(space, points)
+            self.catalog.add_units(unit_rows)
+            self.vectors.flush()
+            counts = self.catalog.unit_counts(list(expected))
+            settled = 0
+            for h, n in expected.items():
+                run_id = runs[h]
+                if h in failures:
+                    self._fail_content(run_id, h, failures[h])
+                elif h in skips:
+                    self._settle(run_id, h, "skipped", skips[h], n, None)
+                elif counts.get(h, 0) >= n:
+                    self._settle(run_id, h, "indexed", None, n, dict(timings[h]))
+                else:
+                    continue
+                settled += 1
+            return settled
+
+    def _settle(self, run_id, h, status, error, n_units, timings) -> None:
+        self.catalog.upsert_files(
+            [{**f, "units_expected": n_units} for f in self.catalog.files_with_hashes([h], "pending")]
+        )
+        for f in self.catalog.set_status(h, status, error, timings):
+            self._outcome(run_id, status, f["path"], error)
+        self._inflight.pop(h, None)
+
+    def _fail_content(self, run_id: str, h: str, error: str) -> None:
+        self._drop_content(h)
+        self._settle(run_id, h, "failed", error, 0, None)
+
+    def fail_paths(self, run_id: str, failures: list[dict]) -> None:
+        """Record files that failed before they had a content hash (unreadable, vanished)."""
+        self.claim(run_id, [{**f, "content_hash": None, "kind": None} for f in failures], {}, {})
+
+    def finish_run(self, run_id: str) -> dict:
+        """Fail what a run left half-done, then return its report."""
+        with self._lock:
+            for h, owner in list(self._inflight.items()):
+                if owner != run_id:
+                    continue
+                have = self.catalog.unit_counts([h]).get(h, 0)
+                self._fail_content(run_id, h, f"indexing did not complete ({have} units written)")
+            self.vectors.flush()
+            run = self._runs.pop(run_id, {})
+            return {k: list(v) for k, v in run.items()}
+
+    def _drop_content(self, h: str) -> None:
+        for u in self.catalog.units(h):
+            if u["thumbnail"]:
+                self._thumb_path(u["thumbnail"]).unlink(missing_ok=True)
+        self.vectors.delete_content(h)
+        self.catalog.delete_units(h)
+
+    def _collect(self, h: str) -> None:
+        """Delete a content's points once no file refers to it."""
+        if h and not self.catalog.hash_in_use(h) and h not in self._inflight:
+            self._drop_content(h)
+
+    # -- thumbnails ----------------------------------------------------------------------
+    def _thumb_path(self, thumb_id: str) -> Path:
+        return self.thumbs / thumb_id[:2] / f"{thumb_id}.jpg"
+
+    def _save_thumb(self, thumb_id: str, data: bytes) -> None:
+        path = self._thumb_path(thumb_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def thumbnail(self, thumb_id: str) -> bytes:
+        if not _THUMB_ID.match(thumb_id or ""):
+            raise NotFound("no such thumbnail")
+        path = self._thumb_path(thumb_id)
+        if not path.is_file():
+            raise NotFound("no such thumbnail")
+        return path.read_bytes()
+
+    # -- search --------------------------------------------------------------------------
+    def spaces(self) -> dict[str, int]:
+        return self.vectors.spaces()
+
+    def models(self) -> dict[str, str]:
+        return {s: self.catalog.get_meta(f"model:{s}") for s in self.vectors.spaces()}
+
+    def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]:
+        """Run each ranked list, fuse by reciprocal rank, and return file results."""
+        lists = self.vectors.search(queries)
+        fused = fuse(lists)
+        hashes = list(dict.fromkeys(h.payload["content_hash"] for h in fused))
+        files = defaultdict(list)
+        for f in self.catalog.files_with_hashes(hashes, "indexed"):
+            files[f["content_hash"]].append(f)
+        results, seen = [], set()
+        for hit in fused:
+            p = hit.payload
+            for f in files.get(p["content_hash"], []):
+                if f["file_id"] in seen:
+                    continue  # best unit per file
+                seen.add(f["file_id"])
+                results.append({
+                    "path": f["path"], "file_id": f["file_id"], "kind": f["kind"], "score": round(hit.score, 6),
+                    "start_s": p.get("start_s"), "end_s": p.get("end_s"), "page": p.get("page"),
+                    "text": p.get("text"), "thumbnail": thumbnail_url(p.get("thumbnail")),
+                })
+            if len(results) >= top_k:
+                break
+        return results[:top_k]
+
+    # -- reports -------------------------------------------------------------------------
+    def show(self, key: str) -> dict:
+        key = str(key)
+        row = self.catalog.file(key) or self.catalog.file(str(Path(key).expanduser().resolve()))
+        if row is None:
+            raise NotFound(f"{key!r} is not in the index")
+        units = []
+        if row["content_hash"]:
+            for u in self.catalog.units(row["content_hash"]):
+                units.append({
+                    "unit": u["unit"], "kind": u["kind"], "space": u["space"], "start_s": u["start_s"],
+                    "end_s": u["end_s"], "page": u["page"], "char_start": u["char_start"],
+                    "char_end": u["char_end"], "text": u["text"], "thumbnail": thumbnail_url(u["thumbnail"]),
+                })
+        out = {k: row[k] for k in ("file_id", "path", "kind", "format", "status", "error", "size", "mtime",
+                                   "content_hash", "units_expected", "indexed_at")}
+        out["models"] = _models_of(row)
+        out["timings"] = _json(row["timings"])
+        out["units"] = units
+        return out
+
+    def status(self) -> dict:
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        total: dict[str, int] = defaultdict(int)
+        for r in self.catalog.counts():
+            counts[r["kind"]][r["status"]] = r["files"]
+            total[r["status"]] += r["files"]
+        return {
+            "data_dir": str(self.settings.data_dir),
+            "files": dict(total),
+            "kinds": dict(counts),
+            "points": {space: self.vectors.count(space) for space in self.vectors.spaces()},
+            "models": self.models(),
+            "failed": self.catalog.failed(),
+            "skipped": self.catalog.skipped(),
+        }
+
+
+def fuse(lists: list[list[Hit]], k: int = RRF_K) -> list[Hit]:
+    """Reciprocal rank fusion: scores of different models are not comparable, ranks are."""
+    scores: dict[str, float] = defaultdict(float)
+    payloads: dict[str, dict] = {}
+    for hits in lists:
+        for rank, hit in enumerate(hits):
+            scores[hit.id] += 1.0 / (k + rank + 1)
+            payloads.setdefault(hit.id, hit.payload)
+    order = sorted(scores, key=lambda i: (-scores[i], i))
+    return [Hit(i, scores[i], payloads[i]) for i in order]
+
+
+def _models_for(kind: str | None, models: dict[str, str]) -> dict[str, str]:
+    space = KIND_SPACE.get(kind or "")
+    return {space: models[space]} if space and space in models else {}
+
+
+def _json(value):
+    import json
+
+    if value is None or isinstance(value, (dict, list)):
+        return value
+    return json.loads(value)
+
+
+def _models_of(row: dict) -> dict:
+    return _json(row.get("models")) or {}

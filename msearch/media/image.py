@@ -1,0 +1,84 @@
+"""Images: one decode path for indexing and for query images.
+
+EXIF orientation applied, RGB, a bounded pixel count, reduced to the size the model needs
+(JPEG decodes at reduced scale through ``draft``), plus a small JPEG thumbnail.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from msearch.errors import BadInput
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    rgb: bytes  # raw RGB pixels of the model-sized image
+    width: int
+    height: int
+    source_width: int
+    source_height: int
+    thumbnail: bytes  # JPEG
+
+    def to_pil(self):
+        from PIL import Image
+
+        return Image.frombytes("RGB", (self.width, self.height), self.rgb)
+
+
+def prepare_image(data: bytes, *, max_pixels: int, embed_side: int, thumb_side: int) -> PreparedImage:
+    """Decode encoded image bytes into what the embedder and the thumbnail store need."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise BadInput("image has no pixels")
+            if w * h > max_pixels:
+                raise BadInput(
+                    f"image of {w}x{h} pixels is over the limit of {max_pixels} (MSEARCH_IMAGE__MAX_PIXELS)"
+                )
+            if img.format == "JPEG":
+                img.draft("RGB", (embed_side, embed_side))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            img = _shrink(img, embed_side)
+            thumb = img.copy()
+            thumb.thumbnail((thumb_side, thumb_side))
+            buf = io.BytesIO()
+            thumb.save(buf, format="JPEG", quality=85)
+    except BadInput:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, EOFError) as e:
+        raise BadInput(f"cannot decode image: {e}") from e
+    return PreparedImage(img.tobytes(), img.width, img.height, w, h, buf.getvalue())
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _shrink(img, short_side: int):
+    from PIL import Image
+
+    w, h = img.size
+    short = min(w, h)
+    if short <= short_side:
+        return img
+    scale = short_side / short
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)

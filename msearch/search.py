@@ -1,0 +1,98 @@
+"""Query planning and embedding: the same code for the CLI, Serve and tests.
+
+:class:`SearchService` takes its embedders and its store as arguments: in-process objects
+in tests and on the CLI, Ray handles wrapped in small adapters under Serve.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence
+
+from msearch import sparse
+from msearch.detect import KINDS
+from msearch.embed import SPACE_KINDS
+from msearch.errors import BadInput, UnsupportedQuery
+from msearch.media.image import prepare_image
+from msearch.store.vectors import SPARSE, SpaceQuery
+
+# Extra candidates fetched per ranked list, so that grouping by file still fills top_k.
+CANDIDATES = 4
+
+
+class QueryEmbedder(Protocol):
+    def embed_texts(self, texts: Sequence[str]): ...
+    def embed_images(self, images): ...
+
+
+class Store(Protocol):
+    def spaces(self) -> dict[str, int]: ...
+    def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]: ...
+
+
+def check_kinds(kinds: Sequence[str] | None) -> tuple[str, ...]:
+    if not kinds:
+        return KINDS
+    bad = sorted(set(kinds) - set(KINDS))
+    if bad:
+        raise BadInput(f"unknown kind(s) {bad}; kinds are {list(KINDS)}")
+    return tuple(dict.fromkeys(kinds))
+
+
+class SearchService:
+    def __init__(self, embedders: Mapping[str, QueryEmbedder], store: Store, settings):
+        self.embedders = embedders
+        self.store = store
+        self.settings = settings
+
+    def _top_k(self, top_k: int | None) -> int:
+        top_k = top_k or self.settings.serve.default_top_k
+        if not 1 <= top_k <= self.settings.serve.max_top_k:
+            raise BadInput(f"top_k must be between 1 and {self.settings.serve.max_top_k}")
+        return top_k
+
+    def _spaces_for(self, kinds: tuple[str, ...], need_image_input: bool = False) -> list[str]:
+        """Spaces that hold some of ``kinds`` and that we can embed a query for."""
+        present = self.store.spaces()
+        spaces = []
+        for space, space_kinds in SPACE_KINDS.items():
+            if space in present and space in self.embedders and set(space_kinds) & set(kinds):
+                if need_image_input and space != "clip":
+                    continue
+                spaces.append(space)
+        return spaces
+
+    def search_text(self, query: str, kinds: Sequence[str] | None = None, top_k: int | None = None) -> list[dict]:
+        query = (query or "").strip()
+        if not query:
+            raise BadInput("the query is empty")
+        kinds = check_kinds(kinds)
+        top_k = self._top_k(top_k)
+        limit = top_k * CANDIDATES
+        queries = []
+        for space in self._spaces_for(kinds):
+            space_kinds = tuple(k for k in SPACE_KINDS[space] if k in kinds)
+            vector = self.embedders[space].embed_texts([query])[0]
+            queries.append(SpaceQuery(space, [float(x) for x in vector], kinds=space_kinds, limit=limit))
+            if space == "text":
+                queries.append(SpaceQuery(space, sparse.query_vector(query), using=SPARSE,
+                                          kinds=space_kinds, limit=limit))
+        if not queries:
+            return []
+        return self.store.search(queries, top_k)
+
+    def search_image(self, data: bytes, kinds: Sequence[str] | None = None, top_k: int | None = None) -> list[dict]:
+        kinds = check_kinds(kinds)
+        top_k = self._top_k(top_k)
+        if "clip" not in self.embedders:
+            raise UnsupportedQuery("image search needs a CLIP model (MSEARCH_MODELS__CLIP), and none is loaded")
+        img = self.settings.image
+        prepared = prepare_image(data, max_pixels=img.max_pixels, embed_side=img.embed_side,
+                                 thumb_side=img.thumb_side)
+        spaces = self._spaces_for(kinds, need_image_input=True)
+        if not spaces:
+            return []
+        vector = self.embedders["clip"].embed_images([prepared.to_pil()])[0]
+        space_kinds = tuple(k for k in SPACE_KINDS["clip"] if k in kinds)
+        return self.store.search(
+            [SpaceQuery("clip", [float(x) for x in vector], kinds=space_kinds, limit=top_k * CANDIDATES)], top_k
+        )

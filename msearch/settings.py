@@ -1,0 +1,137 @@
+"""All msearch settings: one frozen object, built once per entry point and passed down.
+
+Environment variables use the ``MSEARCH_`` prefix and ``__`` for nesting, e.g.
+``MSEARCH_DATA_DIR=/srv/msearch`` or ``MSEARCH_MODELS__CLIP=/models/clip``.
+Nothing reads the environment at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSettings(_Section):
+    """One model per role: a Hugging Face hub id, a local folder, or ``fake`` (tests)."""
+
+    clip: str = "openai/clip-vit-base-patch32"
+    text: str = "sentence-transformers/all-MiniLM-L6-v2"
+    # CLIP's real text context; infinity truncates to 20 tokens unless told.
+    clip_max_length: int = 77
+
+
+class ImageSettings(_Section):
+    max_pixels: int = 100_000_000  # larger images are refused (decompression bombs)
+    embed_side: int = 256  # short side of the image handed to the model, never upscaled
+    thumb_side: int = 256  # long side of the stored thumbnail
+
+
+class TextSettings(_Section):
+    max_bytes: int = 20_000_000
+    chunk_chars: int = 500
+    chunk_overlap: int = 100
+    suffixes: tuple[str, ...] = (
+        ".txt", ".md", ".markdown", ".rst", ".text", ".log", ".csv", ".tsv", ".json",
+        ".yaml", ".yml", ".org", ".tex", ".srt", ".vtt", ".html", ".htm", ".xml",
+    )
+
+
+class IndexSettings(_Section):
+    """Ray Data resources for the indexing pipeline."""
+
+    hash_batch_size: int = 16
+    decode_batch_size: int = 8
+    decode_num_cpus: float = 1.0
+    embed_batch_size: int = 32
+    embed_actors: int = 1  # size of the embedding actor pool
+    embed_num_cpus: float = 1.0
+    embed_num_gpus: float = 0.0
+    write_batch_size: int = 64
+    follow_symlinks: bool = False
+    include_hidden: bool = False
+
+
+class ServeSettings(_Section):
+    """Ray Serve resources; the YAML in serve/config.yaml mirrors these defaults."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 4.0
+    embedder_num_cpus: float = 0.5
+    embedder_num_gpus: float = 0.0
+    ingress_num_cpus: float = 0.25
+    default_top_k: int = 10
+    max_top_k: int = 200
+    max_upload_bytes: int = 50_000_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MSEARCH_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    data_dir: Path = Field(default=Path("~/.msearch"))
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    # An existing Ray cluster to join ("auto" or host:port); none starts a local one.
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    # A Qdrant server; none keeps vectors embedded in data_dir (qdrant-edge).
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    collection: str = "msearch"
+    device: str = "auto"  # auto, cpu or cuda
+    log_level: str = "INFO"
+
+    models: ModelSettings = ModelSettings()
+    image: ImageSettings = ImageSettings()
+    text: TextSettings = TextSettings()
+    index: IndexSettings = IndexSettings()
+    serve: ServeSettings = ServeSettings()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.duckdb"
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.data_dir / "vectors"
+
+    @property
+    def thumbs_path(self) -> Path:
+        return self.data_dir / "thumbs"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "owner.lock"
+
+    @property
+    def runtime_path(self) -> Path:
+        return self.data_dir / "owner.json"
+
+    @property
+    def owner_name(self) -> str:
+        """Name of the Ray actor that owns this data dir's stores (unique per data dir)."""
+        import hashlib
+
+        digest = hashlib.blake2b(str(self.data_dir).encode(), digest_size=6).hexdigest()
+        return f"msearch-owner-{digest}"
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from the environment, with explicit overrides on top."""
+    return Settings(**overrides)

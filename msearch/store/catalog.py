@@ -1,0 +1,214 @@
+"""The file catalog in DuckDB: one row per file path, the units cut from each content."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+
+from msearch.errors import ConfigError
+
+STATUSES = ("indexed", "failed", "skipped", "pending")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS files (
+    file_id VARCHAR PRIMARY KEY,
+    path VARCHAR NOT NULL,
+    size BIGINT,
+    mtime DOUBLE,
+    content_hash VARCHAR,
+    kind VARCHAR,
+    format VARCHAR,
+    status VARCHAR NOT NULL,
+    error VARCHAR,
+    units_expected INTEGER,
+    models VARCHAR,
+    timings VARCHAR,
+    updated_at DOUBLE,
+    indexed_at DOUBLE
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files (content_hash);
+CREATE INDEX IF NOT EXISTS files_path ON files (path);
+CREATE TABLE IF NOT EXISTS units (
+    content_hash VARCHAR NOT NULL,
+    unit INTEGER NOT NULL,
+    space VARCHAR NOT NULL,
+    kind VARCHAR,
+    start_s DOUBLE,
+    end_s DOUBLE,
+    page INTEGER,
+    char_start INTEGER,
+    char_end INTEGER,
+    text VARCHAR,
+    thumbnail VARCHAR,
+    point_id VARCHAR,
+    model VARCHAR,
+    PRIMARY KEY (content_hash, unit, space)
+);
+"""
+
+FILE_COLUMNS = (
+    "file_id", "path", "size", "mtime", "content_hash", "kind", "format", "status", "error",
+    "units_expected", "models", "timings", "updated_at", "indexed_at",
+)
+UNIT_COLUMNS = (
+    "content_hash", "unit", "space", "kind", "start_s", "end_s", "page", "char_start",
+    "char_end", "text", "thumbnail", "point_id", "model",
+)
+
+
+class Catalog:
+    """DuckDB file catalog. One process opens it (DuckDB's file lock enforces that)."""
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.IOException as e:
+            raise ConfigError(f"cannot open catalog {self.path}: {e}") from e
+        self._lock = threading.RLock()
+        self._con.execute(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                cur.execute(sql, list(params))
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, r)) for r in cur.fetchall()]
+            finally:
+                cur.close()
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> None:
+        with self._lock:
+            self._con.execute(sql, list(params))
+
+    # -- meta ----------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", [key])
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    # -- files ---------------------------------------------------------------------------
+    def files_by_path(self, paths: list[str]) -> dict[str, dict]:
+        if not paths:
+            return {}
+        rows = self._rows("SELECT * FROM files WHERE path IN (SELECT unnest(?))", [paths])
+        return {r["path"]: r for r in rows}
+
+    def file(self, key: str) -> dict | None:
+        rows = self._rows("SELECT * FROM files WHERE file_id = ? OR path = ?", [key, key])
+        return rows[0] if rows else None
+
+    def files_with_hashes(self, hashes: list[str], status: str | None = None) -> list[dict]:
+        if not hashes:
+            return []
+        sql = "SELECT * FROM files WHERE content_hash IN (SELECT unnest(?))"
+        params: list[Any] = [hashes]
+        if status:
+            sql += " AND status = ?"
+            params.append(status)
+        return self._rows(sql + " ORDER BY path", params)
+
+    def upsert_files(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        now = time.time()
+        placeholders = ", ".join("?" for _ in FILE_COLUMNS)
+        with self._lock:
+            self._con.execute("BEGIN")
+            try:
+                for row in rows:
+                    full = {c: row.get(c) for c in FILE_COLUMNS}
+                    full["updated_at"] = now
+                    for key in ("models", "timings"):
+                        if isinstance(full[key], (dict, list)):
+                            full[key] = json.dumps(full[key], sort_keys=True)
+                    self._con.execute(
+                        f"INSERT OR REPLACE INTO files VALUES ({placeholders})",
+                        [full[c] for c in FILE_COLUMNS],
+                    )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+
+    def set_status(self, content_hash: str, status: str, error: str | None = None,
+                   timings: dict | None = None) -> list[dict]:
+        """Set the status of every pending file holding ``content_hash``; returns them."""
+        now = time.time()
+        indexed_at = now if status == "indexed" else None
+        self._exec(
+            "UPDATE files SET status = ?, error = ?, updated_at = ?, indexed_at = ?, "
+            "timings = coalesce(?, timings) WHERE content_hash = ? AND status = 'pending'",
+            [status, error, now, indexed_at, json.dumps(timings) if timings else None, content_hash],
+        )
+        return self.files_with_hashes([content_hash], status)
+
+    def hash_in_use(self, content_hash: str, except_path: str | None = None) -> bool:
+        rows = self._rows(
+            "SELECT count(*) AS n FROM files WHERE content_hash = ? AND path IS DISTINCT FROM ?",
+            [content_hash, except_path],
+        )
+        return rows[0]["n"] > 0
+
+    # -- units ---------------------------------------------------------------------------
+    def add_units(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        placeholders = ", ".join("?" for _ in UNIT_COLUMNS)
+        with self._lock:
+            self._con.executemany(
+                f"INSERT OR REPLACE INTO units VALUES ({placeholders})",
+                [[r.get(c) for c in UNIT_COLUMNS] for r in rows],
+            )
+
+    def units(self, content_hash: str) -> list[dict]:
+        return self._rows(
+            "SELECT * FROM units WHERE content_hash = ? ORDER BY unit, space", [content_hash]
+        )
+
+    def unit_counts(self, hashes: list[str]) -> dict[str, int]:
+        if not hashes:
+            return {}
+        rows = self._rows(
+            "SELECT content_hash, count(*) AS n FROM units WHERE content_hash IN (SELECT unnest(?)) "
+            "GROUP BY content_hash",
+            [hashes],
+        )
+        return {r["content_hash"]: r["n"] for r in rows}
+
+    def delete_units(self, content_hash: str) -> None:
+        self._exec("DELETE FROM units WHERE content_hash = ?", [content_hash])
+
+    def thumbnail_exists(self, thumb_id: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM units WHERE thumbnail = ? LIMIT 1", [thumb_id]))
+
+    # -- reports -------------------------------------------------------------------------
+    def counts(self) -> list[dict]:
+        return self._rows(
+            "SELECT coalesce(kind, 'unknown') AS kind, status, count(*) AS files "
+            "FROM files GROUP BY ALL ORDER BY kind, status"
+        )
+
+    def failed(self, limit: int = 1000) -> list[dict]:
+        return self._rows(
+            "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path LIMIT ?", [limit]
+        )
+
+    def skipped(self, limit: int = 1000) -> list[dict]:
+        return self._rows(
+            "SELECT path, error FROM files WHERE status = 'skipped' ORDER BY path LIMIT ?", [limit]
+        )

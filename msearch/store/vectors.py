@@ -1,0 +1,324 @@
+"""Vector stores: one collection per embedding space, behind one interface.
+
+* :class:`EdgeStore` — the Qdrant engine in-process (qdrant-edge-py), the default. One
+  shard per space under ``data_dir/vectors/<space>``. Only one process may open it.
+* :class:`ClientStore` — a Qdrant server by URL through qdrant-client (the scale-out path);
+  ``":memory:"`` gives qdrant-client's local mode, used in tests as a stand-in for a server.
+
+Every space has a dense vector named ``dense``; the ``text`` space also has a sparse
+``bm25`` vector with the IDF modifier. Payload: ``content_hash``, ``kind``, ``unit`` and the
+unit's fields (start_s, end_s, page, text, thumbnail).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+DENSE = "dense"
+SPARSE = "bm25"
+SPARSE_SPACES = frozenset({"text"})
+
+
+@dataclass
+class PointData:
+    id: str
+    payload: dict
+    dense: list[float] | None = None
+    sparse: tuple[list[int], list[float]] | None = None
+
+
+@dataclass(frozen=True)
+class SpaceQuery:
+    """One ranked list to fetch: a dense or sparse (``using="bm25"``) query in one space."""
+
+    space: str
+    vector: list[float] | tuple[list[int], list[float]]
+    using: str = DENSE
+    kinds: tuple[str, ...] | None = None
+    limit: int = 10
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    payload: dict = field(default_factory=dict)
+
+
+def point_id(content_hash: str, unit: int, space: str, model: str) -> str:
+    """Deterministic point id: the same content, unit and model always give the same id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"msearch:{content_hash}:{unit}:{space}:{model}"))
+
+
+class VectorStore(Protocol):
+    def spaces(self) -> dict[str, int]: ...
+    def ensure_space(self, space: str, dim: int) -> None: ...
+    def upsert(self, space: str, points: list[PointData]) -> None: ...
+    def delete_content(self, content_hash: str) -> None: ...
+    def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]: ...
+    def count(self, space: str, kinds: list[str] | None = None) -> int: ...
+    def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]: ...
+    def scroll(self, space: str) -> list[Hit]: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class EdgeStore:
+    """Embedded Qdrant engine (qdrant-edge-py): one shard directory per space."""
+
+    def __init__(self, root: Path):
+        import qdrant_edge as E
+
+        self._E = E
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._shards: dict[str, object] = {}
+        self._dims: dict[str, int] = {}
+        self._meta = self.root / "spaces.json"
+        dims = json.loads(self._meta.read_text()) if self._meta.exists() else {}
+        for space, dim in dims.items():
+            self._shards[space] = E.EdgeShard.load(str(self.root / space))
+            self._dims[space] = int(dim)
+
+    def spaces(self) -> dict[str, int]:
+        return dict(self._dims)
+
+    def ensure_space(self, space: str, dim: int) -> None:
+        E = self._E
+        with self._lock:
+            if space in self._shards:
+                _check_dim(space, self._dims[space], dim)
+                return
+            sparse = {SPARSE: E.EdgeSparseVectorParams(modifier=E.Modifier.Idf)} if space in SPARSE_SPACES else None
+            config = E.EdgeConfig(
+                vectors={DENSE: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine)},
+                sparse_vectors=sparse,
+            )
+            path = self.root / space
+            # A shard created just before a crash (spaces.json not yet written) is reused.
+            shard = E.EdgeShard.load(str(path)) if path.exists() else E.EdgeShard.create(str(path), config)
+            for key in ("content_hash", "kind"):
+                shard.update(E.UpdateOperation.create_field_index(key, E.PayloadSchemaType.Keyword))
+            self._shards[space] = shard
+            self._dims[space] = dim
+            tmp = self._meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._dims))
+            tmp.replace(self._meta)
+
+    def upsert(self, space: str, points: list[PointData]) -> None:
+        E = self._E
+        out = []
+        for p in points:
+            vectors: dict = {}
+            if p.dense is not None:
+                vectors[DENSE] = list(p.dense)
+            if p.sparse is not None and p.sparse[0]:
+                vectors[SPARSE] = E.SparseVector(list(p.sparse[0]), list(p.sparse[1]))
+            out.append(E.Point(p.id, vectors, p.payload))
+        with self._lock:
+            self._shards[space].update(E.UpdateOperation.upsert_points(out))
+
+    def delete_content(self, content_hash: str) -> None:
+        E = self._E
+        flt = E.Filter(must=[E.FieldCondition(key="content_hash", match=E.MatchValue(content_hash))])
+        with self._lock:
+            for shard in self._shards.values():
+                shard.update(E.UpdateOperation.delete_points_by_filter(flt))
+
+    def _filter(self, kinds):
+        E = self._E
+        if not kinds:
+            return None
+        return E.Filter(must=[E.FieldCondition(key="kind", match=E.MatchAny(any=list(kinds)))])
+
+    def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]:
+        E = self._E
+        out: list[list[Hit]] = []
+        for q in queries:
+            shard = self._shards.get(q.space)
+            if shard is None:
+                out.append([])
+                continue
+            vector = E.SparseVector(list(q.vector[0]), list(q.vector[1])) if q.using == SPARSE else list(q.vector)
+            if q.using == SPARSE and not q.vector[0]:
+                out.append([])
+                continue
+            res = shard.query(
+                E.QueryRequest(
+                    limit=q.limit,
+                    query=E.Query.Nearest(vector, using=q.using),
+                    filter=self._filter(q.kinds),
+                    with_payload=True,
+                )
+            )
+            out.append([Hit(str(r.id), float(r.score), dict(r.payload or {})) for r in res])
+        return out
+
+    def count(self, space: str, kinds: list[str] | None = None) -> int:
+        shard = self._shards.get(space)
+        if shard is None:
+            return 0
+        return int(shard.count(self._E.CountRequest(filter=self._filter(kinds))))
+
+    def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]:
+        recs = self._shards[space].retrieve(list(ids), False, [DENSE])
+        return {str(r.id): list(r.vector[DENSE]) for r in recs}
+
+    def scroll(self, space: str) -> list[Hit]:
+        E = self._E
+        shard = self._shards.get(space)
+        if shard is None:
+            return []
+        out, offset = [], None
+        while True:
+            recs, offset = shard.scroll(E.ScrollRequest(limit=256, offset=offset, with_payload=True, with_vector=False))
+            out.extend(Hit(str(r.id), 0.0, dict(r.payload or {})) for r in recs)
+            if offset is None:
+                return out
+
+    def flush(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.flush()
+                shard.close()
+            self._shards.clear()
+
+
+def _check_dim(space: str, have: int, want: int) -> None:
+    if have != want:
+        from msearch.errors import ConfigError
+
+        raise ConfigError(
+            f"the {space!r} vectors in this data dir have {have} dimensions but the model gives {want}: "
+            "the model changed; use a new MSEARCH_DATA_DIR or delete the old one to re-index"
+        )
+
+
+class ClientStore:
+    """A Qdrant server through qdrant-client (or its ``:memory:`` local mode)."""
+
+    def __init__(self, url: str, prefix: str = "msearch", api_key: str | None = None):
+        from qdrant_client import QdrantClient, models
+
+        self._m = models
+        self.prefix = prefix
+        if url == ":memory:":
+            self._client = QdrantClient(":memory:")
+        else:
+            self._client = QdrantClient(url=url, api_key=api_key, timeout=30)
+        self._lock = threading.RLock()
+        self._dims: dict[str, int] = {}
+        for c in self._client.get_collections().collections:
+            if c.name.startswith(prefix + "_"):
+                info = self._client.get_collection(c.name)
+                self._dims[c.name[len(prefix) + 1 :]] = info.config.params.vectors[DENSE].size
+
+    def _name(self, space: str) -> str:
+        return f"{self.prefix}_{space}"
+
+    def spaces(self) -> dict[str, int]:
+        return dict(self._dims)
+
+    def ensure_space(self, space: str, dim: int) -> None:
+        m = self._m
+        with self._lock:
+            if space in self._dims:
+                _check_dim(space, self._dims[space], dim)
+                return
+            sparse = {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if space in SPARSE_SPACES else None
+            self._client.create_collection(
+                self._name(space),
+                vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+                sparse_vectors_config=sparse,
+            )
+            if not self._client._client.__class__.__name__.startswith("QdrantLocal"):
+                for key in ("content_hash", "kind"):
+                    self._client.create_payload_index(self._name(space), key, m.PayloadSchemaType.KEYWORD)
+            self._dims[space] = dim
+
+    def upsert(self, space: str, points: list[PointData]) -> None:
+        m = self._m
+        out = []
+        for p in points:
+            vectors: dict = {}
+            if p.dense is not None:
+                vectors[DENSE] = list(p.dense)
+            if p.sparse is not None and p.sparse[0]:
+                vectors[SPARSE] = m.SparseVector(indices=list(p.sparse[0]), values=list(p.sparse[1]))
+            out.append(m.PointStruct(id=p.id, vector=vectors, payload=p.payload))
+        self._client.upsert(self._name(space), points=out, wait=True)
+
+    def delete_content(self, content_hash: str) -> None:
+        m = self._m
+        flt = m.Filter(must=[m.FieldCondition(key="content_hash", match=m.MatchValue(value=content_hash))])
+        for space in list(self._dims):
+            self._client.delete(self._name(space), points_selector=m.FilterSelector(filter=flt), wait=True)
+
+    def _filter(self, kinds):
+        m = self._m
+        if not kinds:
+            return None
+        return m.Filter(must=[m.FieldCondition(key="kind", match=m.MatchAny(any=list(kinds)))])
+
+    def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]:
+        m = self._m
+        out: list[list[Hit]] = []
+        for q in queries:
+            if q.space not in self._dims or (q.using == SPARSE and not q.vector[0]):
+                out.append([])
+                continue
+            vector = (
+                m.SparseVector(indices=list(q.vector[0]), values=list(q.vector[1]))
+                if q.using == SPARSE
+                else list(q.vector)
+            )
+            res = self._client.query_points(
+                self._name(q.space), query=vector, using=q.using, query_filter=self._filter(q.kinds),
+                limit=q.limit, with_payload=True,
+            ).points
+            out.append([Hit(str(r.id), float(r.score), dict(r.payload or {})) for r in res])
+        return out
+
+    def count(self, space: str, kinds: list[str] | None = None) -> int:
+        if space not in self._dims:
+            return 0
+        return self._client.count(self._name(space), count_filter=self._filter(kinds), exact=True).count
+
+    def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]:
+        recs = self._client.retrieve(self._name(space), ids=list(ids), with_payload=False, with_vectors=[DENSE])
+        return {str(r.id): list(r.vector[DENSE]) for r in recs}
+
+    def scroll(self, space: str) -> list[Hit]:
+        if space not in self._dims:
+            return []
+        out, offset = [], None
+        while True:
+            recs, offset = self._client.scroll(
+                self._name(space), limit=256, offset=offset, with_payload=True, with_vectors=False
+            )
+            out.extend(Hit(str(r.id), 0.0, dict(r.payload or {})) for r in recs)
+            if offset is None:
+                return out
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_vector_store(settings) -> VectorStore:
+    if settings.qdrant_url:
+        return ClientStore(settings.qdrant_url, prefix=settings.collection, api_key=settings.qdrant_api_key)
+    return EdgeStore(settings.vectors_path)

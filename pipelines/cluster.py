@@ -1,0 +1,73 @@
+"""Joining or starting Ray for msearch, loopback-only unless configured otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from msearch.errors import DataDirBusy
+from msearch.owner import running_owner
+from pipelines.owner import NAMESPACE
+
+log = logging.getLogger(__name__)
+
+
+def connect(settings, *, job: bool = False, verbose: bool = False) -> bool:
+    """Connect this process to Ray; returns True when it started a local cluster itself.
+
+    Order: Ray already initialised; the cluster of a running owner of this data dir; the
+    configured ``MSEARCH_RAY_ADDRESS`` (or ``RAY_ADDRESS``, set for ``ray job submit`` drivers);
+    else a new local cluster whose every listener binds 127.0.0.1.
+    """
+    if ray.is_initialized():
+        return False
+    quiet = dict(namespace=NAMESPACE, log_to_driver=verbose, logging_level=logging.WARNING,
+                 configure_logging=True)
+    info = running_owner(settings)
+    if info is not None:
+        if not info.get("ray_address"):
+            raise DataDirBusy(
+                f"{settings.data_dir} is in use by a process outside Ray (pid {info.get('pid')}); "
+                "wait for it to finish"
+            )
+        ray.init(address=info["ray_address"], **quiet)
+        return False
+    address = settings.ray_address or (os.environ.get("RAY_ADDRESS") if job else None)
+    if address:
+        ray.init(address=address, **quiet)
+        return False
+    ray.init(
+        address="local",  # never attach to some other cluster started on this machine
+        _node_ip_address="127.0.0.1",
+        include_dashboard=settings.dashboard,
+        dashboard_host=settings.dashboard_host,
+        dashboard_port=settings.dashboard_port,
+        num_cpus=settings.ray_num_cpus,
+        **quiet,
+    )
+    return True
+
+
+def bind_replica_grpc_to_node_ip() -> None:
+    """Make this Serve replica's inter-deployment gRPC server listen on the node's address.
+
+    Ray Serve 2.60 binds it to ``[::]`` (every interface) with no setting to change that;
+    on a local install the node address is 127.0.0.1, so this keeps msearch loopback-only.
+    Called in each replica's constructor, before Serve starts that server.
+    """
+    import ray.serve._private.replica as replica
+
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "_msearch_bound", False):
+        return
+    host = ray.util.get_node_ip_address()
+
+    def add_port(server, address: str):
+        if address.startswith("[::]:"):
+            address = f"{host}:{address.rsplit(':', 1)[1]}"
+        return original(server, address)
+
+    add_port._msearch_bound = True
+    replica.add_port_to_grpc_server = add_port

@@ -1,0 +1,81 @@
+"""The store owner as a named Ray actor: the one process that opens a data dir's stores.
+
+The indexing job, the Serve replicas and CLI commands all reach the stores through it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+
+from msearch.library import Library
+from msearch.owner import OwnerLock
+
+NAMESPACE = "msearch"
+log = logging.getLogger(__name__)
+
+
+class StoreOwner:
+    """Holds the data dir lock and a :class:`Library`; forwards calls to it."""
+
+    def __init__(self, settings):
+        logging.basicConfig(level=settings.log_level)
+        ctx = ray.get_runtime_context()
+        self.lock = OwnerLock(settings).acquire(
+            ray_address=ctx.gcs_address, namespace=NAMESPACE, actor=settings.owner_name
+        )
+        try:
+            self.library = Library(settings)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def call(self, method: str, *args, **kwargs):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return getattr(self.library, method)(*args, **kwargs)
+
+    def close(self) -> None:
+        self.library.close()
+        self.lock.release()
+
+
+def get_owner(settings, create: bool = True):
+    """The owner actor of ``settings.data_dir`` in the connected Ray cluster (created if asked)."""
+    if not create:
+        return ray.get_actor(settings.owner_name, namespace=NAMESPACE)
+    actor = ray.remote(StoreOwner).options(
+        name=settings.owner_name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        max_concurrency=16, num_cpus=0, max_restarts=-1,
+    ).remote(settings)
+    ray.get(actor.call.remote("ping"))  # surfaces a failed start (e.g. the data dir is busy)
+    return actor
+
+
+def stop_owner(settings) -> bool:
+    try:
+        actor = ray.get_actor(settings.owner_name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    try:
+        ray.get(actor.close.remote(), timeout=60)
+    finally:
+        ray.kill(actor, no_restart=True)
+    return True
+
+
+class OwnerClient:
+    """The Library's interface, called through the owner actor (blocking)."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def remote_call(*args, **kwargs):
+            return ray.get(self.actor.call.remote(method, *args, **kwargs))
+
+        return remote_call

@@ -1,0 +1,34 @@
+"""Arrow schemas of the rows that flow between pipeline stages (explicit, so that blocks
+with missing values still concatenate)."""
+
+import pyarrow as pa
+
+FILES = pa.schema([
+    ("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+])
+
+HASHED = pa.schema([
+    ("run_id", pa.string()), ("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+    ("content_hash", pa.string()), ("kind", pa.string()), ("format", pa.string()), ("error", pa.string()),
+])
+
+_UNIT_FIELDS = [
+    ("run_id", pa.string()), ("path", pa.string()), ("content_hash", pa.string()), ("kind", pa.string()),
+    ("unit", pa.int32()), ("n_units", pa.int32()), ("space", pa.string()), ("error", pa.string()),
+    ("note", pa.string()), ("text", pa.string()), ("char_start", pa.int64()), ("char_end", pa.int64()),
+    ("start_s", pa.float64()), ("end_s", pa.float64()), ("page", pa.int32()),
+    ("thumbnail", pa.binary()), ("decode_s", pa.float64()),
+]
+
+UNITS = pa.schema(_UNIT_FIELDS + [("pixels", pa.binary()), ("width", pa.int32()), ("height", pa.int32())])
+
+EMBEDDED = pa.schema(_UNIT_FIELDS + [
+    ("vector", pa.list_(pa.float32())), ("model", pa.string()), ("embed_s", pa.float64()),
+    ("sparse_indices", pa.list_(pa.int64())), ("sparse_values", pa.list_(pa.float32())),
+])
+
+WRITTEN = pa.schema([("units", pa.int64()), ("settled", pa.int64()), ("write_s", pa.float64())])
+
+
+def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)

@@ -1,0 +1,202 @@
+"""Search over HTTP with Ray Serve: a FastAPI ingress and autoscaled query embedders.
+
+:func:`build_app` is the only place that turns these classes into deployments.
+``serve run serve/config.yaml`` uses :func:`app_builder`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from msearch.embed import build_embedder
+from msearch.errors import (
+    BadInput, ConfigError, ModelUnavailable, MsearchError, NotFound, UnsupportedQuery,
+)
+from msearch.search import SearchService
+from msearch.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+api = FastAPI(
+    title="msearch",
+    description="Search your media folders by text or by example image.",
+    version="1",
+)
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(..., description="What to look for, in any language the models read.")
+    kinds: list[str] | None = Field(None, description="Only these kinds: text, image, video, audio, page.")
+    top_k: int | None = Field(None, description="How many results (default 10).")
+
+
+class SearchResult(BaseModel):
+    path: str
+    file_id: str
+    kind: str
+    score: float
+    start_s: float | None = None
+    end_s: float | None = None
+    page: int | None = None
+    text: str | None = None
+    thumbnail: str | None = None
+
+
+class SearchResponse(BaseModel):
+    query: str | None
+    took_ms: float
+    results: list[SearchResult]
+
+
+def http_error(e: MsearchError) -> HTTPException:
+    code = {BadInput: 400, NotFound: 404, UnsupportedQuery: 422, ModelUnavailable: 503, ConfigError: 409}
+    for cls, status in code.items():
+        if isinstance(e, cls):
+            return HTTPException(status, str(e))
+    return HTTPException(500, str(e))
+
+
+class QueryEmbedder:
+    """One model role (clip or text) for query embedding; replicas autoscale."""
+
+    def __init__(self, settings: Settings, role: str):
+        from pipelines.cluster import bind_replica_grpc_to_node_ip
+
+        bind_replica_grpc_to_node_ip()
+        self.embedder = build_embedder(role, settings)
+
+    def embed_texts(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.embed_texts(texts).tolist()
+
+    def embed_images(self, images) -> list[list[float]]:
+        return self.embedder.embed_images(images).tolist()
+
+
+class _HandleEmbedder:
+    """Calls a QueryEmbedder deployment from a sync endpoint (runs in FastAPI's threadpool)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def embed_texts(self, texts):
+        return self.handle.embed_texts.remote(list(texts)).result()
+
+    def embed_images(self, images):
+        return self.handle.embed_images.remote(list(images)).result()
+
+
+@api.get("/health")
+def _health_doc() -> dict:  # replaced by the ingress method below; kept for OpenAPI ordering
+    return {}
+
+
+api.router.routes.clear()
+
+
+class SearchAPI:
+    """The HTTP ingress: parses requests, runs :class:`SearchService`, maps errors to codes."""
+
+    def __init__(self, settings: Settings, embedders: dict):
+        from pipelines.cluster import bind_replica_grpc_to_node_ip
+        from pipelines.owner import OwnerClient, get_owner
+
+        bind_replica_grpc_to_node_ip()
+        self.settings = settings
+        self.store = OwnerClient(get_owner(settings))
+        self.service = SearchService({r: _HandleEmbedder(h) for r, h in embedders.items()}, self.store, settings)
+
+    @api.get("/health")
+    def health(self) -> dict:
+        info = self.store.ping()
+        return {"status": "ok", "data_dir": info["data_dir"], "spaces": info["spaces"],
+                "query_models": sorted(self.service.embedders)}
+
+    @api.post("/api/v1/search", response_model=SearchResponse)
+    def search(self, request: SearchRequest) -> dict:
+        start = time.perf_counter()
+        try:
+            results = self.service.search_text(request.query, request.kinds, request.top_k)
+        except MsearchError as e:
+            raise http_error(e) from e
+        return {"query": request.query, "took_ms": round((time.perf_counter() - start) * 1000, 2),
+                "results": results}
+
+    @api.post("/api/v1/search/image", response_model=SearchResponse)
+    def search_image(
+        self,
+        file: Annotated[UploadFile, File(description="An example image.")],
+        kinds: Annotated[list[str] | None, Form()] = None,
+        top_k: Annotated[int | None, Form()] = None,
+    ) -> dict:
+        start = time.perf_counter()
+        data = file.file.read(self.settings.serve.max_upload_bytes + 1)
+        if len(data) > self.settings.serve.max_upload_bytes:
+            raise HTTPException(413, f"upload over {self.settings.serve.max_upload_bytes} bytes")
+        try:
+            results = self.service.search_image(data, kinds, top_k)
+        except MsearchError as e:
+            raise http_error(e) from e
+        return {"query": None, "took_ms": round((time.perf_counter() - start) * 1000, 2), "results": results}
+
+    @api.get("/api/v1/thumbnails/{thumb_id}", response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}})
+    def thumbnail(self, thumb_id: str) -> Response:
+        try:
+            data = self.store.thumbnail(thumb_id)
+        except MsearchError as e:
+            raise http_error(e) from e
+        return Response(content=data, media_type="image/jpeg",
+                        headers={"Cache-Control": "public, max-age=86400, immutable"})
+
+    @api.get("/api/v1/files/{file_id}")
+    def file(self, file_id: str) -> dict:
+        """A file's catalog row and the units it was cut into (as ``msearch show``)."""
+        try:
+            return self.store.show(file_id)
+        except MsearchError as e:
+            raise http_error(e) from e
+
+    @api.get("/api/v1/status")
+    def status(self) -> dict:
+        """Files per kind and status, vector points per space, failures (as ``msearch status``)."""
+        return self.store.status()
+
+
+def build_app(settings: Settings):
+    """The Serve application for ``settings``: the only place deployments are declared."""
+    from ray import serve
+
+    from msearch.embed import SPACE_KINDS, available_roles
+
+    ok, missing = available_roles(settings, tuple(SPACE_KINDS))
+    for message in missing.values():
+        log.warning("%s Searches skip what it would find.", message)
+    s = settings.serve
+    embedders = {}
+    for role in ok:
+        deployment = serve.deployment(
+            QueryEmbedder,
+            name=f"embed-{role}",
+            autoscaling_config={"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
+                                "target_ongoing_requests": s.target_ongoing_requests},
+            ray_actor_options={"num_cpus": s.embedder_num_cpus, "num_gpus": s.embedder_num_gpus},
+        )
+        embedders[role] = deployment.bind(settings, role)
+    ingress = serve.deployment(
+        serve.ingress(api)(SearchAPI),
+        name="search-api",
+        ray_actor_options={"num_cpus": s.ingress_num_cpus},
+        max_ongoing_requests=64,
+    )
+    return ingress.bind(settings, embedders)
+
+
+def app_builder(args: dict):
+    """Entry for ``serve run serve/config.yaml``: args override MSEARCH_* settings."""
+    return build_app(load_settings(**(args or {})))

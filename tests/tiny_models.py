@@ -1,0 +1,113 @@
+"""Build a tiny random CLIP checkpoint fully offline (no HF hub access needed).
+
+    from tiny_clip import build_tiny_clip
+    path = build_tiny_clip("/tmp/inf/tiny-clip")   # -> same dir, loadable by
+    # transformers CLIPModel/AutoProcessor and infinity_emb (engine="torch").
+
+Tokenizer: byte-level CLIP BPE with NO merges. Vocab = 256 byte-chars + the same
+256 chars with "</w>" suffix (CLIP marks word ends that way) + 2 specials = 514.
+Every character becomes one token (last char of a word gets the </w> variant).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+TEXT_MAX_LEN = 77  # positions in the text tower == truncation length used by infinity
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # same mapping as transformers.models.clip.tokenization_clip.bytes_to_unicode
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def build_tiny_clip(dir: str, seed: int = 0) -> str:
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+        CLIPTokenizerFast,
+    )
+
+    os.makedirs(dir, exist_ok=True)
+
+    # ---- tokenizer (slow from vocab/merges files, then converted to fast) ----
+    chars = list(_bytes_to_unicode().values())
+    vocab_list = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(vocab_list)}
+    with tempfile.TemporaryDirectory() as td:
+        vf, mf = os.path.join(td, "vocab.json"), os.path.join(td, "merges.txt")
+        with open(vf, "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=False)
+        with open(mf, "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n")  # header line only = no merges
+        slow = CLIPTokenizer(vf, mf, model_max_length=TEXT_MAX_LEN)
+        slow.save_pretrained(td)
+        tok = CLIPTokenizerFast.from_pretrained(td, model_max_length=TEXT_MAX_LEN)
+
+    # ---- model config ----
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=TEXT_MAX_LEN,
+            # IMPORTANT: transformers' CLIP text pooling picks the hidden state at the
+            # first position where input_ids == eos_token_id (default 49407). With a
+            # custom vocab that id never occurs -> position 0 (BOS) is pooled and ALL
+            # texts get the SAME vector. Point the ids at our tokenizer.
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+        # IMPORTANT: infinity_emb TIMM uses `model.config.max_length` (checked FIRST) as the
+        # tokenizer truncation length. PretrainedConfig defaults it to 20 -> texts are
+        # silently cut to 20 tokens. Set it on the top-level CLIPConfig.
+        max_length=TEXT_MAX_LEN,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(cfg).eval()
+
+    # ---- image processor ----
+    improc = CLIPImageProcessor(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        do_resize=True,
+        do_center_crop=True,
+    )
+    proc = CLIPProcessor(image_processor=improc, tokenizer=tok)
+
+    model.save_pretrained(dir)  # config.json + model.safetensors
+    proc.save_pretrained(dir)  # tokenizer files + preprocessor_config.json
+    return dir
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(build_tiny_clip(sys.argv[1] if len(sys.argv) > 1 else "/tmp/inf/tiny-clip"))
