@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from msearch.errors import MsearchError, NotFound
-from msearch.settings import Settings, load_settings
+from msearch.settings import Settings, load_settings, ray_environment
 
 log = logging.getLogger("msearch")
 
@@ -25,6 +25,7 @@ EXIT_OK, EXIT_EMPTY, EXIT_ERROR = 0, 1, 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    ray_environment()
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
     )
-    for noisy in ("infinity_emb", "sentence_transformers", "httpx", "ray", "filelock"):
+    for noisy in ("infinity_emb", "sentence_transformers", "httpx", "ray", "filelock", "msearch.embed"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(settings, args)
@@ -304,13 +305,14 @@ def cmd_serve(settings: Settings, args) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
+    from pipelines.cluster import connect  # first: sets Ray's environment before ray is imported
+    from pipelines.owner import get_owner
+    from serve.app import build_app
+
     import ray
     from ray import serve
 
     from msearch.owner import write_runtime
-    from pipelines.cluster import connect
-    from pipelines.owner import get_owner
-    from serve.app import build_app
 
     started = connect(settings, verbose=args.verbose)
     try:

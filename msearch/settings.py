@@ -132,6 +132,19 @@ class Settings(BaseSettings):
         return f"msearch-owner-{digest}"
 
 
+def ray_environment() -> None:
+    """Environment Ray reads when it is imported; entry points call this before ``import ray``.
+
+    Without the first, Ray swaps 127.0.0.1 for the machine's outward address and binds its
+    listeners to every interface; the second lets drivers and the job CLI use the token that
+    a local Ray writes to ~/.ray/auth_token. Values set by the user win.
+    """
+    import os
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def load_settings(**overrides) -> Settings:
     """Build settings from the environment, with explicit overrides on top."""
     return Settings(**overrides)

@@ -4,8 +4,6 @@
 ``serve run serve/config.yaml`` uses :func:`app_builder`.
 """
 
-from __future__ import annotations
-
 import logging
 import time
 from typing import Annotated
@@ -13,6 +11,7 @@ from typing import Annotated
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from ray import serve
 
 from msearch.embed import build_embedder
 from msearch.errors import (
@@ -91,14 +90,7 @@ class _HandleEmbedder:
         return self.handle.embed_images.remote(list(images)).result()
 
 
-@api.get("/health")
-def _health_doc() -> dict:  # replaced by the ingress method below; kept for OpenAPI ordering
-    return {}
-
-
-api.router.routes.clear()
-
-
+@serve.ingress(api)
 class SearchAPI:
     """The HTTP ingress: parses requests, runs :class:`SearchService`, maps errors to codes."""
 
@@ -170,8 +162,6 @@ class SearchAPI:
 
 def build_app(settings: Settings):
     """The Serve application for ``settings``: the only place deployments are declared."""
-    from ray import serve
-
     from msearch.embed import SPACE_KINDS, available_roles
 
     ok, missing = available_roles(settings, tuple(SPACE_KINDS))
@@ -189,7 +179,7 @@ def build_app(settings: Settings):
         )
         embedders[role] = deployment.bind(settings, role)
     ingress = serve.deployment(
-        serve.ingress(api)(SearchAPI),
+        SearchAPI,
         name="search-api",
         ray_actor_options={"num_cpus": s.ingress_num_cpus},
         max_ongoing_requests=64,
