@@ -55,6 +55,8 @@ def sniff(head: bytes, suffix: str = "", text_suffixes: tuple[str, ...] = ()) ->
         return Detected("audio", "flac")
     if head.startswith(b"OggS"):
         return Detected("audio", "ogg")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 BOM (before MPEG sync, which it resembles)
+        return Detected("text", "utf-16 text")
     if head.startswith(b"ID3") or (head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and not _looks_textual(head)):
         return Detected("audio", "mp3")
     encoding = text_encoding(head, suffix.lower() in text_suffixes)

@@ -1,8 +1,6 @@
-"""Build a tiny random CLIP checkpoint fully offline (no HF hub access needed).
+"""Tiny random model checkpoints built offline, loaded by tests through the real code paths.
 
-    from tiny_clip import build_tiny_clip
-    path = build_tiny_clip("/tmp/inf/tiny-clip")   # -> same dir, loadable by
-    # transformers CLIPModel/AutoProcessor and infinity_emb (engine="torch").
+    path = build_tiny_clip(tmp_dir)   # loadable by transformers CLIPModel and infinity-emb
 
 Tokenizer: byte-level CLIP BPE with NO merges. Vocab = 256 byte-chars + the same
 256 chars with "</w>" suffix (CLIP marks word ends that way) + 2 specials = 514.
@@ -32,7 +30,8 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
-def build_tiny_clip(dir: str, seed: int = 0) -> str:
+def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = None) -> str:
+    """Like a hub CLIP checkpoint, config.json has no top-level max_length unless given."""
     import torch
     from transformers import (
         CLIPConfig,
@@ -85,10 +84,9 @@ def build_tiny_clip(dir: str, seed: int = 0) -> str:
             patch_size=8,
         ),
         projection_dim=16,
-        # IMPORTANT: infinity_emb TIMM uses `model.config.max_length` (checked FIRST) as the
-        # tokenizer truncation length. PretrainedConfig defaults it to 20 -> texts are
-        # silently cut to 20 tokens. Set it on the top-level CLIPConfig.
-        max_length=TEXT_MAX_LEN,
+        # infinity takes `config.max_length` as the text truncation length; transformers
+        # defaults it to 20. Real checkpoints do not set it: msearch must fix it at load.
+        **({"max_length": config_max_length} if config_max_length else {}),
     )
     torch.manual_seed(seed)
     model = CLIPModel(cfg).eval()

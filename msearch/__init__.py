@@ -1,0 +1,1 @@
+"""msearch: multimodal search over folders of media."""

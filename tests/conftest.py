@@ -1,0 +1,136 @@
+"""Shared fixtures: offline model caches, tiny checkpoints, generated media, one local Ray."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+_CACHE = Path(tempfile.mkdtemp(prefix="msearch-test-cache-"))
+# No model hub here: everything loads from local folders or packages.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", str(_CACHE / "hf"))
+os.environ.setdefault("INFINITY_HOME", str(_CACHE / "infinity"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Settings come from explicit arguments in tests, never from the developer's environment.
+for _name in [n for n in os.environ if n.startswith("MSEARCH_")]:
+    del os.environ[_name]
+
+from msearch.settings import Settings, ray_environment  # noqa: E402
+
+ray_environment()
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import build_tiny_clip  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    return build_tiny_clip(str(tmp_path_factory.mktemp("tiny-clip")))
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    base = {"data_dir": data_dir, "dashboard": False, "ray_num_cpus": 2}
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def fake_settings(tmp_path) -> Settings:
+    return make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"})
+
+
+def write_image(path: Path, seed: int, size=(96, 64), fmt=None) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize(size, Image.Resampling.BILINEAR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+def make_corpus(root: Path) -> Path:
+    """A small folder of every kind of input the foundation handles, good and bad."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        write_image(root / "photos" / f"img{i}.jpg", seed=i)
+    write_image(root / "photos" / "graphic.png", seed=9)
+    write_image(root / "photos" / "misnamed.txt", seed=10, fmt="PNG")  # content wins over suffix
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "budget.md").write_text(
+        "# Quarterly budget review\n\nThe finance team reviewed the marketing budget and cut travel spending.\n"
+    )
+    (docs / "gardening.txt").write_text("Tomatoes need full sun, rich soil and regular watering in summer.\n")
+    (docs / "rain.txt").write_bytes("红色汽车在雨中缓缓行驶，司机打开了雨刷。".encode("gbk"))
+    (root / "empty.txt").write_bytes(b"")
+    (root / "noise.bin").write_bytes(os.urandom(4096))
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(64))
+    (root / ".hidden.txt").write_text("hidden files are not indexed")
+    return root
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    return make_corpus(tmp_path / "corpus")
+
+
+def ray_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if any(tag in line for tag in ("ray::", "raylet", "gcs_server", "ray/dashboard"))
+            and "defunct" not in line]
+
+
+def wait_no_ray_processes(timeout: float = 20.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = ray_processes()
+        if not left or time.monotonic() > deadline:
+            return left
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray for a test module; checks that nothing is left running afterwards."""
+    import ray
+
+    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False,
+             namespace="msearch", log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    yield ray
+    ray.shutdown()
+    left = wait_no_ray_processes()
+    assert not left, f"Ray processes left behind: {left}"
+
+
+def index_direct(library, settings, roots, embedders, missing=None) -> dict:
+    """The pipeline's stages run in this process, in order (for tests of the core without Ray)."""
+    import uuid
+
+    from msearch.files import hash_and_sniff, walk
+    from msearch.units import decode_file, embed_units
+
+    models = {role: e.model_id for role, e in embedders.items()}
+    run_id = uuid.uuid4().hex
+    library.begin_run(run_id, models)
+    entries = list(walk([Path(r) for r in roots], exclude=[settings.data_dir]))
+    todo = library.plan(run_id, entries, models)
+    rows = [{**hash_and_sniff(e["path"], settings.text.suffixes), "run_id": run_id} for e in todo]
+    emit = library.claim(run_id, rows, models, missing or {})
+    units = [u for r in emit for u in decode_file(r, settings)]
+    for i in range(0, len(units), 7):  # several write batches, as the pipeline does
+        library.write(embed_units(units[i:i + 7], embedders))
+    return library.finish_run(run_id)

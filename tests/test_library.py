@@ -1,0 +1,143 @@
+"""The owner's bookkeeping: statuses, idempotent points, replacement, sharing, failures."""
+
+import os
+import time
+
+import pytest
+
+from conftest import index_direct, write_image
+from msearch.embed.fake import FakeEmbedder
+from msearch.errors import ConfigError, NotFound
+from msearch.library import Library
+from msearch.search import SearchService
+
+
+@pytest.fixture
+def lib(fake_settings):
+    library = Library(fake_settings)
+    yield library
+    library.close()
+
+
+@pytest.fixture
+def embedders():
+    return {"clip": FakeEmbedder("clip"), "text": FakeEmbedder("text")}
+
+
+def _paths(report, outcome):
+    return sorted(os.path.basename(i["path"]) for i in report.get(outcome, []))
+
+
+def _all_points(lib):
+    return {space: sorted(h.id for h in lib.vectors.scroll(space)) for space in lib.spaces()}
+
+
+def test_statuses_and_reasons(lib, fake_settings, corpus, embedders):
+    report = index_direct(lib, fake_settings, [corpus], embedders)
+    assert _paths(report, "indexed") == sorted(
+        ["img0.jpg", "img1.jpg", "img2.jpg", "img3.jpg", "graphic.png", "misnamed.txt",
+         "budget.md", "gardening.txt", "rain.txt"])
+    failed = {os.path.basename(i["path"]): i["error"] for i in report["failed"]}
+    assert list(failed) == ["broken.jpg"] and "cannot decode image" in failed["broken.jpg"]
+    skipped = {os.path.basename(i["path"]): i["error"] for i in report["skipped"]}
+    assert skipped == {"empty.txt": "empty file", "noise.bin": "unrecognised content (unrecognised binary)"}
+
+    status = lib.status()
+    assert status["kinds"]["image"] == {"indexed": 6, "failed": 1}
+    assert status["kinds"]["text"] == {"indexed": 3}
+    assert status["points"] == {"clip": 6, "text": 3}
+    assert [f["path"] for f in status["failed"]] == [str(corpus / "broken.jpg")]
+
+    shown = lib.show(str(corpus / "docs" / "rain.txt"))
+    assert shown["status"] == "indexed" and shown["kind"] == "text"
+    assert shown["units"][0]["text"].startswith("红色汽车")
+    assert lib.show(shown["file_id"])["path"] == shown["path"]
+    assert lib.show(str(corpus / "photos" / "misnamed.txt"))["kind"] == "image"
+    with pytest.raises(NotFound):
+        lib.show("/no/such/file")
+
+
+def test_reindexing_unchanged_content_changes_nothing(lib, fake_settings, corpus, embedders):
+    index_direct(lib, fake_settings, [corpus], embedders)
+    before = _all_points(lib)
+    # Touch a file (new mtime, same bytes): hashed again, but not re-embedded.
+    doc = corpus / "docs" / "budget.md"
+    os.utime(doc, (time.time() + 5, time.time() + 5))
+    report = index_direct(lib, fake_settings, [corpus], embedders)
+    assert report.get("indexed", []) == []
+    assert "budget.md" in _paths(report, "unchanged")
+    assert len(report["unchanged"]) == 9
+    assert _all_points(lib) == before
+
+
+def test_changed_file_replaces_its_points(lib, fake_settings, corpus, embedders):
+    index_direct(lib, fake_settings, [corpus], embedders)
+    doc = corpus / "docs" / "gardening.txt"
+    old = lib.show(str(doc))
+    old_ids = {h.id for h in lib.vectors.scroll("text") if h.payload["content_hash"] == old["content_hash"]}
+    doc.write_text("Roses are pruned in early spring, just as the buds swell.\n" * 30)
+    report = index_direct(lib, fake_settings, [corpus], embedders)
+    assert _paths(report, "indexed") == ["gardening.txt"]
+    new = lib.show(str(doc))
+    assert new["content_hash"] != old["content_hash"] and len(new["units"]) > 1
+    ids = {h.id for h in lib.vectors.scroll("text")}
+    assert not (old_ids & ids), "old points are gone"
+    assert lib.status()["points"]["text"] == 2 + len(new["units"])
+    assert not list(lib.thumbs.glob("*/*.tmp"))
+
+
+def test_same_content_at_two_paths_is_embedded_once(lib, fake_settings, tmp_path, embedders):
+    a = write_image(tmp_path / "in" / "a.png", seed=3)
+    (tmp_path / "in" / "copy.png").write_bytes(a.read_bytes())
+    report = index_direct(lib, fake_settings, [tmp_path / "in"], embedders)
+    assert _paths(report, "indexed") == ["a.png", "copy.png"]
+    assert lib.status()["points"]["clip"] == 1
+    results = SearchService(embedders, lib, fake_settings).search_image(a.read_bytes())
+    assert sorted(os.path.basename(r["path"]) for r in results) == ["a.png", "copy.png"]
+    # Deleting one copy's row must not take the shared points with it.
+    (tmp_path / "in" / "copy.png").write_bytes(b"changed")
+    index_direct(lib, fake_settings, [tmp_path / "in"], embedders)
+    assert lib.status()["points"]["clip"] == 1
+
+
+def test_missing_model_skips_only_its_kind(lib, fake_settings, corpus):
+    text_only = {"text": FakeEmbedder("text")}
+    report = index_direct(lib, fake_settings, [corpus], text_only, missing={"clip": "clip model is unavailable"})
+    assert _paths(report, "indexed") == ["budget.md", "gardening.txt", "rain.txt"]
+    skipped = {os.path.basename(i["path"]): i["error"] for i in report["skipped"]}
+    assert skipped["img0.jpg"] == "clip model is unavailable"
+    # Once the model is there, the skipped images are indexed and the text is unchanged.
+    both = {"clip": FakeEmbedder("clip"), "text": FakeEmbedder("text")}
+    report = index_direct(lib, fake_settings, [corpus], both)
+    assert len(report["indexed"]) == 6 and len(report["unchanged"]) == 3
+
+
+def test_a_different_model_is_refused(lib, fake_settings, corpus, embedders):
+    index_direct(lib, fake_settings, [corpus], embedders)
+    other = FakeEmbedder("text")
+    other.model_id = "another-text-model"
+    with pytest.raises(ConfigError, match="cannot be compared"):
+        lib.begin_run("r", {"text": other.model_id})
+
+
+def test_thumbnails_are_served_by_opaque_id(lib, fake_settings, corpus, embedders):
+    index_direct(lib, fake_settings, [corpus], embedders)
+    unit = lib.show(str(corpus / "photos" / "img1.jpg"))["units"][0]
+    thumb_id = unit["thumbnail"].rsplit("/", 1)[1]
+    assert lib.thumbnail(thumb_id)[:3] == b"\xff\xd8\xff"
+    for bad in ("../../etc/passwd", "0" * 32, str(corpus / "photos" / "img1.jpg")):
+        with pytest.raises(NotFound):
+            lib.thumbnail(bad)
+
+
+def test_store_survives_reopen(fake_settings, corpus, embedders):
+    lib = Library(fake_settings)
+    index_direct(lib, fake_settings, [corpus], embedders)
+    before = _all_points(lib)
+    lib.close()
+    lib = Library(fake_settings)
+    try:
+        assert _all_points(lib) == before
+        assert lib.status()["files"]["indexed"] == 9
+    finally:
+        lib.close()

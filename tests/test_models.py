@@ -1,0 +1,133 @@
+"""The real model path: tiny random CLIP and the packaged MiniLM, loaded through infinity-emb."""
+
+import numpy as np
+import pytest
+
+from conftest import index_direct, make_settings, write_image
+from msearch.embed import available_roles, build_embedder
+from msearch.errors import ModelUnavailable
+from msearch.library import Library
+from msearch.media.image import prepare_image
+from msearch.search import SearchService
+
+
+@pytest.fixture(scope="module")
+def clip_settings(tmp_path_factory, tiny_clip):
+    return make_settings(tmp_path_factory.mktemp("clipdata"), models={"clip": tiny_clip, "text": "fake"})
+
+
+@pytest.fixture(scope="module")
+def clip(clip_settings):
+    embedder = build_embedder("clip", clip_settings)
+    yield embedder
+    embedder.close()
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    embedder = build_embedder("text", make_settings(tmp_path_factory.mktemp("textdata")))
+    yield embedder
+    embedder.close()
+
+
+def test_clip_reads_past_twenty_tokens(clip):
+    # The checkpoint's config has no max_length (like hub CLIP); msearch sets CLIP's real context.
+    assert clip.text_max_length() == 77
+    a, b = clip.embed_texts(["x" * 40 + " red car", "x" * 40 + " blue sky"])
+    assert float(a @ b) < 0.9999
+
+
+def test_stored_image_vector_is_the_models_own_output(clip, clip_settings, tmp_path, tiny_clip):
+    import torch
+    from transformers import AutoProcessor, CLIPModel
+
+    paths = [write_image(tmp_path / "imgs" / f"{i}.jpg", seed=i, size=(120, 90)) for i in range(5)]
+    lib = Library(clip_settings)
+    try:
+        report = index_direct(lib, clip_settings, [tmp_path / "imgs"], {"clip": clip})
+        assert len(report["indexed"]) == 5
+        model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), AutoProcessor.from_pretrained(tiny_clip)
+        img = clip_settings.image
+        for path in paths:
+            hit = lib.show(str(path))
+            (stored_id,) = [h.id for h in lib.vectors.scroll("clip") if h.payload["content_hash"] == hit["content_hash"]]
+            stored = np.asarray(lib.vectors.vectors("clip", [stored_id])[stored_id])
+            pil = prepare_image(path.read_bytes(), max_pixels=img.max_pixels, embed_side=img.embed_side,
+                                thumb_side=img.thumb_side).to_pil()
+            with torch.no_grad():
+                direct = model.get_image_features(**processor(images=pil, return_tensors="pt"))[0].numpy()
+            direct /= np.linalg.norm(direct)
+            assert float(stored @ direct) >= 0.9999
+
+        # Ranking equals brute-force cosine over the stored vectors.
+        service = SearchService({"clip": clip}, lib, clip_settings)
+        query = write_image(tmp_path / "q.png", seed=2, size=(100, 100))
+        results = service.search_image(query.read_bytes(), top_k=5)
+        q = clip.embed_images([prepare_image(query.read_bytes(), max_pixels=img.max_pixels,
+                                             embed_side=img.embed_side, thumb_side=img.thumb_side).to_pil()])[0]
+        by_hash = {lib.show(str(p))["content_hash"]: str(p) for p in paths}
+        stored = {h.payload["content_hash"]: h.id for h in lib.vectors.scroll("clip")}
+        vectors = lib.vectors.vectors("clip", list(stored.values()))
+        brute = sorted(by_hash, key=lambda h: -float(np.dot(vectors[stored[h]], q)))
+        assert [r["path"] for r in results] == [by_hash[h] for h in brute]
+        assert results[0]["path"] == str(paths[2])
+    finally:
+        lib.close()
+
+
+CORPUS = {
+    "finance.txt": "The finance committee approved next year's spending plan and cut the travel allowance.",
+    "garden.txt": "Tomatoes need full sun, rich soil and regular watering during the summer months.",
+    "cooking.txt": "Simmer the onions slowly in butter until they turn golden and sweet.",
+    "astronomy.txt": "The telescope revealed four moons circling the giant planet Jupiter.",
+    "football.txt": "The striker scored twice in the second half and the home side won the match.",
+    "health.txt": "Regular exercise and enough sleep lower the risk of heart disease.",
+    "zh_rain.txt": "红色汽车在雨中缓缓行驶，司机打开了雨刷。",
+}
+PARAPHRASES = {
+    "how much money the company will spend": "finance.txt",
+    "growing vegetables in a sunny backyard": "garden.txt",
+    "a recipe with caramelised onion": "cooking.txt",
+    "observing satellites of a gas giant": "astronomy.txt",
+    "a soccer game result": "football.txt",
+    "staying fit keeps your heart healthy": "health.txt",
+}
+
+
+def test_paraphrased_queries_find_the_right_document(minilm, tmp_path):
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": minilm.model_id})
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in CORPUS.items():
+        (docs / name).write_text(text, encoding="gbk" if name.startswith("zh") else "utf-8")
+    lib = Library(settings)
+    try:
+        index_direct(lib, settings, [docs], {"text": minilm})
+        service = SearchService({"text": minilm}, lib, settings)
+        for query, expected in PARAPHRASES.items():
+            results = service.search_text(query, top_k=3)
+            assert results[0]["path"].endswith(expected), (query, [r["path"] for r in results])
+        # MiniLM is English-only; the keyword index still finds Chinese words.
+        results = service.search_text("汽车 雨刷", top_k=3)
+        assert results[0]["path"].endswith("zh_rain.txt")
+        assert results[0]["text"].startswith("红色汽车")
+    finally:
+        lib.close()
+
+
+def test_missing_weights_are_reported_clearly(tmp_path):
+    settings = make_settings(tmp_path / "d", models={"clip": "openai/clip-vit-base-patch32", "text": str(tmp_path / "nope")})
+    ok, missing = available_roles(settings)
+    assert ok == {}
+    assert "MSEARCH_MODELS__CLIP" in missing["clip"] and "openai/clip-vit-base-patch32" in missing["clip"]
+    assert "no such folder" in missing["text"] and "MSEARCH_MODELS__TEXT" in missing["text"]
+    with pytest.raises(ModelUnavailable, match="MSEARCH_MODELS__CLIP"):
+        build_embedder("clip", settings)
+
+
+def test_a_folder_that_is_not_a_model_is_refused(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{}")
+    settings = make_settings(tmp_path / "d", models={"clip": str(tmp_path / "junk")})
+    with pytest.raises(ModelUnavailable, match="cannot load it"):
+        build_embedder("clip", settings)

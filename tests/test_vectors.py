@@ -1,0 +1,99 @@
+"""Congruence: the embedded engine and qdrant-client (standing in for a server) agree."""
+
+import numpy as np
+import pytest
+
+from msearch.sparse import document_vector, query_vector
+from msearch.store.vectors import SPARSE, ClientStore, EdgeStore, PointData, SpaceQuery, point_id
+
+DOCS = [
+    "red car driving in the rain", "budget meeting on monday", "红色汽车在雨中行驶", "预算会议在周一",
+    "a cat sleeping on the sofa", "quarterly budget review and spending", "rain on the window at night",
+]
+
+
+def _fill(store, rng):
+    store.ensure_space("clip", 16)
+    store.ensure_space("text", 8)
+    clip = [PointData(point_id(f"h{i}", 0, "clip", "m"), {"content_hash": f"h{i}", "kind": "image", "unit": 0},
+                      rng.standard_normal(16).tolist()) for i in range(60)]
+    text = [PointData(point_id(f"t{i}", 0, "text", "m"), {"content_hash": f"t{i}", "kind": "text", "unit": 0},
+                      rng.standard_normal(8).tolist(), document_vector(d)) for i, d in enumerate(DOCS)]
+    store.upsert("clip", clip)
+    store.upsert("text", text)
+    return clip, text
+
+
+@pytest.fixture
+def stores(tmp_path):
+    edge, client = EdgeStore(tmp_path / "edge"), ClientStore(":memory:")
+    _fill(edge, np.random.default_rng(7))
+    _fill(client, np.random.default_rng(7))
+    yield edge, client
+    edge.close()
+    client.close()
+
+
+def _queries():
+    rng = np.random.default_rng(11)
+    qs = [SpaceQuery("clip", rng.standard_normal(16).tolist(), kinds=("image",), limit=10) for _ in range(5)]
+    qs += [SpaceQuery("text", rng.standard_normal(8).tolist(), limit=5) for _ in range(3)]
+    qs += [SpaceQuery("text", query_vector(q), using=SPARSE, limit=5)
+           for q in ("budget", "汽车", "雨中", "rain car", "预算会议")]
+    return qs
+
+
+def test_same_results_through_both_stores(stores):
+    edge, client = stores
+    for q, a, b in zip(_queries(), edge.search(_queries()), client.search(_queries())):
+        assert [h.id for h in a] == [h.id for h in b], q
+        assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+        assert [h.payload for h in a] == [h.payload for h in b]
+        assert a, f"no hits for {q}"
+
+
+def test_chinese_keywords_find_chinese_text(stores):
+    edge, _ = stores
+    (hits,) = edge.search([SpaceQuery("text", query_vector("汽车"), using=SPARSE, limit=3)])
+    assert hits[0].payload["content_hash"] == "t2"
+    (hits,) = edge.search([SpaceQuery("text", query_vector("预算"), using=SPARSE, limit=3)])
+    assert hits[0].payload["content_hash"] == "t3"
+
+
+def test_counts_filters_and_deletes_agree(stores):
+    for store in stores:
+        assert store.count("clip") == 60 and store.count("clip", ["text"]) == 0
+        assert store.count("text", ["text"]) == len(DOCS)
+        store.delete_content("h3")
+        store.delete_content("t2")
+        assert store.count("clip") == 59 and store.count("text") == len(DOCS) - 1
+        assert store.spaces() == {"clip": 16, "text": 8}
+
+
+def test_stored_vectors_are_the_normalised_input(stores, tmp_path):
+    edge, client = stores
+    rng = np.random.default_rng(7)
+    clip, _ = _fill(EdgeStore(tmp_path / "again"), rng)
+    ids = [p.id for p in clip[:5]]
+    for store in stores:
+        got = store.vectors("clip", ids)
+        for p in clip[:5]:
+            want = np.asarray(p.dense) / np.linalg.norm(p.dense)
+            assert np.allclose(got[p.id], want, atol=1e-6)
+
+
+def test_dimension_change_is_refused(stores):
+    from msearch.errors import ConfigError
+
+    for store in stores:
+        with pytest.raises(ConfigError, match="dimensions"):
+            store.ensure_space("clip", 32)
+
+
+def test_edge_store_reopens_with_its_spaces(tmp_path):
+    store = EdgeStore(tmp_path / "s")
+    _fill(store, np.random.default_rng(1))
+    store.close()
+    again = EdgeStore(tmp_path / "s")
+    assert again.spaces() == {"clip": 16, "text": 8} and again.count("clip") == 60
+    again.close()
