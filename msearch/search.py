@@ -45,7 +45,8 @@ class SearchService:
         self.settings = settings
 
     def _top_k(self, top_k: int | None) -> int:
-        top_k = top_k or self.settings.serve.default_top_k
+        if top_k is None:
+            top_k = self.settings.serve.default_top_k
         if not 1 <= top_k <= self.settings.serve.max_top_k:
             raise BadInput(f"top_k must be between 1 and {self.settings.serve.max_top_k}")
         return top_k

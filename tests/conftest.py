@@ -134,3 +134,27 @@ def index_direct(library, settings, roots, embedders, missing=None) -> dict:
     for i in range(0, len(units), 7):  # several write batches, as the pipeline does
         library.write(embed_units(units[i:i + 7], embedders))
     return library.finish_run(run_id)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listeners() -> set[str]:
+    """Local addresses of every listening TCP socket on the machine."""
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    return {line.split()[3] for line in out.splitlines() if line.strip()}
+
+
+def non_loopback(addresses: set[str]) -> set[str]:
+    loopback = ("127.", "[::ffff:127.", "[::1]")
+    return {a for a in addresses if not a.startswith(loopback)}
+
+
+@pytest.fixture(scope="module")
+def minilm_id() -> str:
+    return "sentence-transformers/all-MiniLM-L6-v2"

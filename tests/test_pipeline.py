@@ -1,0 +1,105 @@
+"""The Ray Data indexing pipeline on a local Ray, with the real (tiny) models."""
+
+import os
+
+import pytest
+
+from conftest import make_corpus, make_settings
+from msearch.errors import DataDirBusy
+from msearch.library import Library
+from msearch.owner import OwnerLock, running_owner
+
+
+@pytest.fixture(scope="module")
+def indexed(ray_local, tmp_path_factory, tiny_clip, minilm_id):
+    from pipelines.index import run_index
+    from pipelines.owner import stop_owner
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    corpus = make_corpus(tmp / "corpus")
+    settings = make_settings(tmp / "data", models={"clip": tiny_clip, "text": minilm_id})
+    summary = run_index(settings, [str(corpus)], progress=False)
+    yield settings, corpus, summary
+    stop_owner(settings)
+
+
+def test_summary_counts_every_file(indexed):
+    settings, corpus, summary = indexed
+    assert summary["seen"] == 12  # the hidden file is not listed
+    assert summary["indexed"] == 9 and summary["unchanged"] == 0
+    assert [os.path.basename(f["path"]) for f in summary["failed"]] == ["broken.jpg"]
+    assert sorted(os.path.basename(f["path"]) for f in summary["skipped"]) == ["empty.txt", "noise.bin"]
+    assert summary["missing_models"] == {}
+
+
+def test_owner_holds_the_data_dir(indexed):
+    settings, _, _ = indexed
+    info = running_owner(settings)
+    assert info["ray_address"].startswith("127.0.0.1:") and info["pid"] != os.getpid()
+    with pytest.raises(DataDirBusy, match="already owned"):
+        OwnerLock(settings).acquire()
+
+
+def test_status_and_search_through_the_owner(indexed):
+    from msearch.embed import build_embedder
+    from msearch.search import SearchService
+    from pipelines.owner import OwnerClient, get_owner
+
+    settings, corpus, _ = indexed
+    store = OwnerClient(get_owner(settings, create=False))
+    status = store.status()
+    assert status["points"]["clip"] == 6 and status["points"]["text"] == 3
+    assert status["models"]["text"] == settings.models.text
+    text = build_embedder("text", settings)
+    clip = build_embedder("clip", settings)
+    try:
+        service = SearchService({"text": text, "clip": clip}, store, settings)
+        results = service.search_text("reviewing the budget for marketing", kinds=["text"])
+        assert results[0]["path"] == str(corpus / "docs" / "budget.md")
+        assert {r["kind"] for r in results} == {"text"}
+        mixed = service.search_text("budget")
+        assert {r["kind"] for r in mixed} == {"text", "image"}
+        image = service.search_image((corpus / "photos" / "img3.jpg").read_bytes(), top_k=3)
+        assert image[0]["path"] == str(corpus / "photos" / "img3.jpg")
+        assert image[0]["thumbnail"].startswith("/api/v1/thumbnails/")
+    finally:
+        text.close()
+        clip.close()
+
+
+def test_second_run_finds_everything_unchanged(indexed):
+    from pipelines.index import run_index
+
+    settings, corpus, _ = indexed
+    again = run_index(settings, [str(corpus)], progress=False)
+    assert again["indexed"] == 0 and again["unchanged"] == 9
+    assert len(again["failed"]) == 1  # still broken, still reported
+
+
+def test_edited_and_new_files_are_picked_up(indexed):
+    from pipelines.index import run_index
+    from pipelines.owner import OwnerClient, get_owner
+
+    settings, corpus, _ = indexed
+    (corpus / "docs" / "gardening.txt").write_text("Prune the roses in early spring.\n")
+    (corpus / "docs" / "new.txt").write_text("A brand new note about the harbour at dawn.\n")
+    summary = run_index(settings, [str(corpus)], progress=False)
+    assert summary["indexed"] == 2 and summary["unchanged"] == 8
+    shown = OwnerClient(get_owner(settings, create=False)).show(str(corpus / "docs" / "gardening.txt"))
+    assert shown["units"][0]["text"] == "Prune the roses in early spring."
+
+
+def test_store_is_released_when_the_owner_stops(indexed, tmp_path):
+    from pipelines.index import run_index
+    from pipelines.owner import stop_owner
+
+    _, _, _ = indexed
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"})
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("hello there")
+    assert run_index(settings, [str(tmp_path / "in")], progress=False)["indexed"] == 1
+    assert stop_owner(settings)
+    assert running_owner(settings) is None
+    lib = Library(settings)  # opens: nobody else holds the stores now
+    assert lib.status()["files"] == {"indexed": 1}
+    lib.close()

@@ -1,0 +1,111 @@
+"""Search over real HTTP on 127.0.0.1 through Ray Serve; nothing listens elsewhere."""
+
+import io
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import free_port, listeners, make_corpus, make_settings, non_loopback
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory, tiny_clip, minilm_id):
+    before = listeners()
+    import ray
+    from ray import serve
+
+    from pipelines.cluster import connect
+    from pipelines.index import run_index
+    from pipelines.owner import stop_owner
+    from serve.app import build_app
+
+    tmp = tmp_path_factory.mktemp("serve")
+    corpus = make_corpus(tmp / "corpus")
+    settings = make_settings(tmp / "data", models={"clip": tiny_clip, "text": minilm_id}, port=free_port())
+    assert connect(settings) is True
+    run_index(settings, [str(corpus)], progress=False)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name="msearch", route_prefix="/", blocking=False)
+    with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=60) as client:
+        yield client, corpus, before
+    serve.shutdown()
+    stop_owner(settings)
+    ray.shutdown()
+
+
+def test_health(http):
+    client, _, _ = http
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["query_models"] == ["clip", "text"]
+
+
+def test_text_search_with_kinds(http):
+    client, corpus, _ = http
+    r = client.post("/api/v1/search", json={"query": "the finance team cut travel", "kinds": ["text"], "top_k": 2})
+    assert r.status_code == 200
+    body = r.json()
+    assert [x["path"] for x in body["results"]][0] == str(corpus / "docs" / "budget.md")
+    first = body["results"][0]
+    assert set(first) == {"path", "file_id", "kind", "score", "start_s", "end_s", "page", "text", "thumbnail"}
+    assert first["kind"] == "text" and first["thumbnail"] is None and first["start_s"] is None
+    assert "budget" in first["text"]
+    assert len(body["results"]) == 2
+
+
+def test_chinese_query(http):
+    client, corpus, _ = http
+    r = client.post("/api/v1/search", json={"query": "汽车", "kinds": ["text"]})
+    assert r.json()["results"][0]["path"] == str(corpus / "docs" / "rain.txt")
+
+
+def test_image_search_and_thumbnail(http):
+    client, corpus, _ = http
+    data = (corpus / "photos" / "img2.jpg").read_bytes()
+    r = client.post("/api/v1/search/image", files={"file": ("q.jpg", data, "image/jpeg")}, data={"top_k": "3"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["path"] == str(corpus / "photos" / "img2.jpg") and results[0]["kind"] == "image"
+    thumb = client.get(results[0]["thumbnail"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size[0] <= 256
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"query": ""}, 400),
+    ({"query": "x", "kinds": ["sculpture"]}, 400),
+    ({"query": "x", "top_k": 0}, 400),
+    ({"kinds": ["text"]}, 422),
+])
+def test_bad_requests_get_clear_errors(http, body, code):
+    client, _, _ = http
+    r = client.post("/api/v1/search", json=body)
+    assert r.status_code == code
+    assert r.json()["detail"]
+
+
+def test_bad_uploads_and_unknown_thumbnails(http):
+    client, _, _ = http
+    r = client.post("/api/v1/search/image", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
+    assert r.status_code == 400 and "cannot decode image" in r.json()["detail"]
+    assert client.get("/api/v1/thumbnails/" + "0" * 32).status_code == 404
+    assert client.get("/api/v1/thumbnails/..%2F..%2Fcatalog.duckdb").status_code == 404
+
+
+def test_files_status_and_docs(http):
+    client, corpus, _ = http
+    status = client.get("/api/v1/status").json()
+    assert status["files"] == {"indexed": 9, "failed": 1, "skipped": 2}
+    from msearch.library import file_id_for
+
+    shown = client.get(f"/api/v1/files/{file_id_for(str(corpus / 'docs' / 'budget.md'))}").json()
+    assert shown["status"] == "indexed" and shown["units"]
+    assert client.get("/api/v1/files/nope").status_code == 404
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/api/v1/search", "/api/v1/search/image", "/api/v1/thumbnails/{thumb_id}"} <= set(paths)
+
+
+def test_everything_listens_on_loopback_only(http):
+    _, _, before = http
+    assert non_loopback(listeners()) - non_loopback(before) == set()
