@@ -29,8 +29,8 @@ def connect(settings, *, job: bool = False, verbose: bool = False) -> bool:
     if info is not None:
         if not info.get("ray_address"):
             raise DataDirBusy(
-                f"{settings.data_dir} is in use by a process outside Ray (pid {info.get('pid')}); "
-                "wait for it to finish"
+                f"{settings.data_dir} is already owned by another msearch process (pid {info.get('pid')}) "
+                "that is not reachable through Ray; wait for it to finish, or stop it"
             )
         ray.init(address=info["ray_address"], **quiet)
         return False

@@ -5,6 +5,7 @@
 """
 
 import logging
+import threading
 import time
 from typing import Annotated
 
@@ -68,13 +69,27 @@ class QueryEmbedder:
         from pipelines.cluster import bind_replica_grpc_to_node_ip
 
         bind_replica_grpc_to_node_ip()
-        self.embedder = build_embedder(role, settings)
+        self.embedder, self.error = None, None
+        try:
+            self.embedder = build_embedder(role, settings)
+        except ModelUnavailable as e:
+            # Stay up without the model: the ingress asks, and searches skip this space.
+            self.error = str(e)
+            log.warning("%s Searches skip what it would find.", e)
+
+    def available(self) -> bool:
+        return self.embedder is not None
+
+    def _model(self):
+        if self.embedder is None:
+            raise UnsupportedQuery(self.error)
+        return self.embedder
 
     def embed_texts(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.embed_texts(texts).tolist()
+        return self._model().embed_texts(texts).tolist()
 
     def embed_images(self, images) -> list[list[float]]:
-        return self.embedder.embed_images(images).tolist()
+        return self._model().embed_images(images).tolist()
 
 
 class _HandleEmbedder:
@@ -101,7 +116,21 @@ class SearchAPI:
         bind_replica_grpc_to_node_ip()
         self.settings = settings
         self.store = OwnerClient(get_owner(settings))
-        self.service = SearchService({r: _HandleEmbedder(h) for r, h in embedders.items()}, self.store, settings)
+        self._embedders = embedders
+        self._service: SearchService | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def service(self) -> SearchService:
+        """Built on first use, from a request thread: the constructor runs in Serve's event
+        loop, where waiting on the embedders' answers is not allowed."""
+        with self._lock:
+            if self._service is None:
+                available = {role: h for role, h in self._embedders.items()
+                             if h.available.remote().result(timeout_s=600)}
+                self._service = SearchService({r: _HandleEmbedder(h) for r, h in available.items()},
+                                              self.store, self.settings)
+            return self._service
 
     @api.get("/health")
     def health(self) -> dict:
@@ -162,14 +191,11 @@ class SearchAPI:
 
 def build_app(settings: Settings):
     """The Serve application for ``settings``: the only place deployments are declared."""
-    from msearch.embed import SPACE_KINDS, available_roles
+    from msearch.embed import SPACE_KINDS
 
-    ok, missing = available_roles(settings, tuple(SPACE_KINDS))
-    for message in missing.values():
-        log.warning("%s Searches skip what it would find.", message)
     s = settings.serve
     embedders = {}
-    for role in ok:
+    for role in SPACE_KINDS:
         deployment = serve.deployment(
             QueryEmbedder,
             name=f"embed-{role}",

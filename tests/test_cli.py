@@ -1,0 +1,104 @@
+"""The msearch command as a user runs it (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_corpus, make_settings, wait_no_ray_processes
+from msearch.owner import OwnerLock
+
+ROOT = Path(__file__).resolve().parent.parent
+MSEARCH = [sys.executable, "-m", "msearch.cli"]
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, tiny_clip):
+    tmp = tmp_path_factory.mktemp("cli")
+    corpus = make_corpus(tmp / "corpus")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+    env.update(MSEARCH_DATA_DIR=str(tmp / "data"), MSEARCH_MODELS__CLIP=tiny_clip, MSEARCH_DASHBOARD="false",
+               MSEARCH_RAY_NUM_CPUS="2")
+
+    def run(*args, check=True):
+        out = subprocess.run([*MSEARCH, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        if check and out.returncode != 0:
+            raise AssertionError(f"msearch {args} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    first = run("index", str(corpus), "--json")
+    yield run, corpus, json.loads(first.stdout), tmp / "data"
+    assert not wait_no_ray_processes(), "msearch index left Ray processes behind"
+
+
+def test_index_summary(cli):
+    _, _, summary, _ = cli
+    assert summary["seen"] == 12 and summary["indexed"] == 9
+    assert summary["failed"][0]["path"].endswith("broken.jpg") and summary["failed"][0]["error"]
+
+
+def test_index_again_reports_unchanged_in_words(cli):
+    run, corpus, _, _ = cli
+    out = run("index", str(corpus))
+    assert "12 files seen: 0 indexed, 9 unchanged, 1 failed, 2 skipped" in out.stdout
+    assert "broken.jpg: cannot decode image" in out.stdout
+
+
+def test_search_json_fields_and_kind_filter(cli):
+    run, corpus, _, _ = cli
+    results = json.loads(run("search", "quarterly budget", "--kind", "text", "--top-k", "2", "--json").stdout)
+    assert results[0]["path"] == str(corpus / "docs" / "budget.md")
+    assert all(r["kind"] == "text" for r in results) and len(results) <= 2
+    assert set(results[0]) == {"path", "file_id", "kind", "score", "start_s", "end_s", "page", "text", "thumbnail"}
+
+
+def test_search_by_image(cli):
+    run, corpus, _, _ = cli
+    results = json.loads(run("search", "--image", str(corpus / "photos" / "img1.jpg"), "--json").stdout)
+    assert results[0]["path"] == str(corpus / "photos" / "img1.jpg")
+
+
+def test_human_output(cli):
+    run, corpus, _, _ = cli
+    out = run("search", "红色汽车").stdout
+    assert f"text   {corpus / 'docs' / 'rain.txt'}" in out.splitlines()[0]
+
+
+def test_show_and_status(cli):
+    run, corpus, _, _ = cli
+    shown = json.loads(run("show", str(corpus / "photos" / "misnamed.txt"), "--json").stdout)
+    assert shown["kind"] == "image" and shown["status"] == "indexed" and shown["units"][0]["thumbnail"]
+    again = json.loads(run("show", shown["file_id"], "--json").stdout)
+    assert again["path"] == shown["path"]
+    broken = json.loads(run("show", str(corpus / "broken.jpg"), "--json").stdout)
+    assert broken["status"] == "failed" and "cannot decode image" in broken["error"]
+    status = json.loads(run("status", "--json").stdout)
+    assert status["kinds"]["image"] == {"indexed": 6, "failed": 1}
+    assert status["points"] == {"clip": 6, "text": 3}
+    assert status["failed"] == [{"path": str(corpus / "broken.jpg"), "error": broken["error"]}]
+
+
+def test_errors_are_clear(cli):
+    run, _, _, _ = cli
+    out = run("index", "/no/such/folder", check=False)
+    assert out.returncode == 2 and "/no/such/folder: no such file or folder" in out.stderr
+    out = run("show", "/no/such/file", check=False)
+    assert out.returncode == 1 and "not in the index" in out.stderr
+    out = run("search", "x", "--kind", "sculpture", check=False)
+    assert out.returncode == 2 and "unknown kind" in out.stderr
+
+
+def test_a_second_owner_is_refused_at_once(cli):
+    run, corpus, _, data_dir = cli
+    lock = OwnerLock(make_settings(data_dir)).acquire()
+    try:
+        out = run("search", "budget", check=False)
+        assert out.returncode == 2 and "already owned by another msearch process" in out.stderr
+        out = run("index", str(corpus), check=False)
+        assert out.returncode == 2 and "already owned by another msearch process" in out.stderr
+    finally:
+        lock.release()
+    assert run("status").returncode == 0
