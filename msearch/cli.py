@@ -312,7 +312,7 @@ def cmd_serve(settings: Settings, args) -> int:
     import ray
     from ray import serve
 
-    from msearch.owner import write_runtime
+    from msearch.owner import forget_runtime, write_runtime
 
     started = connect(settings, verbose=args.verbose)
     try:
@@ -331,6 +331,7 @@ def cmd_serve(settings: Settings, args) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         stop.wait()
     finally:
+        forget_runtime(settings, "http")
         try:
             serve.delete("msearch")
         except Exception as e:  # the app may not have started; shutting down anyway

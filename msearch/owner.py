@@ -65,6 +65,16 @@ def write_runtime(settings, replace: bool = False, **fields) -> None:
     tmp.replace(path)
 
 
+def forget_runtime(settings, *keys: str) -> None:
+    """Drop fields (e.g. ``http`` when a server stops) from the runtime file, if it is there."""
+    data = read_runtime(settings)
+    if data is None:
+        return
+    for key in keys:
+        data.pop(key, None)
+    write_runtime(settings, replace=True, **data)
+
+
 def read_runtime(settings) -> dict | None:
     try:
         return json.loads(settings.runtime_path.read_text())

@@ -54,6 +54,7 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True) -> di
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.enable_operator_progress_bars = progress
+        ctx.print_on_execution_start = progress
         written = _run_pipeline(settings, todo, run_id, models, missing, list(ok))
     report = owner.finish_run(run_id)
     summary = {
@@ -94,15 +95,23 @@ def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dic
     return units
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: dict, limit: int = 20) -> str:
     lines = [
         f"{summary['seen']} files seen: {summary['indexed']} indexed, {summary['unchanged']} unchanged, "
         f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped ({summary['seconds']} s)"
     ]
-    for item in summary["failed"]:
+    for item in summary["failed"][:limit]:
         lines.append(f"  failed  {item['path']}: {item['error']}")
+    if len(summary["failed"]) > limit:
+        lines.append(f"  ... and {len(summary['failed']) - limit} more failed (msearch status lists them all)")
+    reasons: dict[str, list[str]] = {}
     for item in summary["skipped"]:
-        lines.append(f"  skipped {item['path']}: {item['error']}")
+        reasons.setdefault(item["error"], []).append(item["path"])
+    for reason, paths in reasons.items():
+        if len(paths) == 1:
+            lines.append(f"  skipped {paths[0]}: {reason}")
+        else:
+            lines.append(f"  skipped {len(paths)} files ({paths[0]}, ...): {reason}")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import logging
 
 import ray
 
+from msearch.errors import DataDirBusy, NotRunning
 from msearch.library import Library
 from msearch.owner import OwnerLock
 
@@ -44,12 +45,19 @@ class StoreOwner:
 def get_owner(settings, create: bool = True):
     """The owner actor of ``settings.data_dir`` in the connected Ray cluster (created if asked)."""
     if not create:
-        return ray.get_actor(settings.owner_name, namespace=NAMESPACE)
+        try:
+            return ray.get_actor(settings.owner_name, namespace=NAMESPACE)
+        except ValueError as e:
+            raise NotRunning(f"no msearch store owner for {settings.data_dir} in this Ray cluster") from e
     actor = ray.remote(StoreOwner).options(
         name=settings.owner_name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         max_concurrency=16, num_cpus=0, max_restarts=-1,
     ).remote(settings)
-    ray.get(actor.call.remote("ping"))  # surfaces a failed start (e.g. the data dir is busy)
+    try:
+        ray.get(actor.call.remote("ping"))  # surfaces a failed start (e.g. the data dir is busy)
+    except ray.exceptions.RayActorError as e:
+        cause = e.__cause__ or e
+        raise DataDirBusy(f"the store owner for {settings.data_dir} could not start: {cause}") from e
     return actor
 
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import free_port, listeners, make_corpus, make_settings, non_loopback
+from conftest import free_port, listeners, make_corpus, make_settings, non_loopback, wait_no_ray_processes
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def http(tmp_path_factory, tiny_clip, minilm_id):
     serve.shutdown()
     stop_owner(settings)
     ray.shutdown()
+    assert not wait_no_ray_processes(), "processes left behind"
 
 
 def test_health(http):

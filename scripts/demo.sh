@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults: install, start search, index a sample folder, query it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/msearch ] || bash scripts/setup.sh
+export MSEARCH_DATA_DIR=${MSEARCH_DATA_DIR:-$PWD/.msearch-demo}
+export MSEARCH_PORT=${MSEARCH_PORT:-8000}
+url="http://127.0.0.1:$MSEARCH_PORT"
+bin=.venv/bin
+
+"$bin/python" scripts/make_sample.py sample
+
+echo "== starting msearch serve (Ray, store owner, Serve app on $url)"
+"$bin/msearch" serve > .msearch-serve.log 2>&1 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 180); do
+  curl -sf "$url/health" > /dev/null && break
+  kill -0 $server 2>/dev/null || { cat .msearch-serve.log; exit 1; }
+  sleep 1
+done
+curl -sf "$url/health" > /dev/null || { echo "msearch serve did not come up"; cat .msearch-serve.log; exit 1; }
+grep -E "^(msearch is serving|Ray dashboard)" .msearch-serve.log || true
+
+echo "== msearch index sample   (runs on the Ray cluster of the server above)"
+"$bin/msearch" index sample
+
+echo "== msearch search \"how much money will we spend next year\""
+"$bin/msearch" search "how much money will we spend next year" --top-k 3
+echo "== msearch search \"红色汽车在雨中\""
+"$bin/msearch" search "红色汽车在雨中" --top-k 3
+echo "== POST $url/api/v1/search"
+curl -s -X POST "$url/api/v1/search" -H 'content-type: application/json' \
+  -d '{"query": "the interviewee says budget", "kinds": ["text"], "top_k": 2}' | "$bin/python" -m json.tool
+echo "== msearch status"
+"$bin/msearch" status

@@ -1,0 +1,50 @@
+"""Write a small sample folder: text notes in English and Chinese (one in GBK), drawn images,
+and one broken file, so that a first run shows every outcome. Usage: make_sample.py DIR"""
+
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+DOCS = {
+    "notes/budget-2027.md": "# Budget 2027\n\nThe finance committee approved next year's spending plan. "
+                            "Marketing gets 12% more; travel is cut by a third. The interviewee says the "
+                            "budget for the documentary is final.",
+    "notes/garden.txt": "Tomatoes need full sun, rich soil and regular watering during the summer months. "
+                        "Prune the roses in early spring.",
+    "notes/recipe.txt": "Simmer the onions slowly in butter until they turn golden and sweet, then add stock.",
+    "notes/astronomy.txt": "The telescope revealed four moons circling the giant planet Jupiter.",
+    "notes/football.txt": "The striker scored twice in the second half and the home side won the match.",
+    "notes/rain-zh.txt": ("红色汽车在雨中缓缓行驶，司机打开了雨刷。镜头从街角慢慢推近。", "gbk"),
+    "notes/meeting-zh.md": ("# 周一会议\n\n预算会议推迟到下周一上午九点。剪辑师需要在周五前交付第一版。", "utf-8"),
+}
+SHAPES = {
+    "images/red-circle.png": ((220, 30, 30), "ellipse"),
+    "images/blue-square.png": ((30, 60, 220), "rectangle"),
+    "images/green-triangle.jpg": ((30, 170, 60), "triangle"),
+    "images/yellow-sun.jpg": ((250, 210, 40), "ellipse"),
+}
+
+
+def main(root: Path) -> None:
+    for name, content in DOCS.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text, encoding = content if isinstance(content, tuple) else (content, "utf-8")
+        path.write_bytes(text.encode(encoding))
+    for name, (color, shape) in SHAPES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.new("RGB", (320, 240), (245, 245, 240))
+        draw = ImageDraw.Draw(img)
+        if shape == "triangle":
+            draw.polygon([(160, 30), (60, 210), (260, 210)], fill=color)
+        else:
+            getattr(draw, shape)([80, 40, 240, 200], fill=color)
+        img.save(path)
+    (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    print(f"sample folder ready: {root} ({len(DOCS)} notes, {len(SHAPES)} images, 1 broken file)")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "sample"))
