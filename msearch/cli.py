@@ -103,6 +103,20 @@ def cmd_index(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+def _exit_if_stuck(after_s: float) -> None:
+    """Shutdown must not hang when the cluster is already going down with us."""
+    import os
+    import threading
+
+    def bail() -> None:
+        print(f"msearch: shutdown took over {after_s:.0f} s; exiting", file=sys.stderr, flush=True)
+        os._exit(EXIT_ERROR)
+
+    timer = threading.Timer(after_s, bail)
+    timer.daemon = True
+    timer.start()
+
+
 def _stop_local(settings: Settings) -> None:
     import ray
 
@@ -331,15 +345,15 @@ def cmd_serve(settings: Settings, args) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         stop.wait()
     finally:
+        _exit_if_stuck(after_s=120)
         forget_runtime(settings, "http")
-        try:
-            serve.delete("msearch")
-        except Exception as e:  # the app may not have started; shutting down anyway
-            log.debug("serve.delete: %s", e)
         if started:
-            serve.shutdown()
-            _stop_local(settings)
-        elif ray.is_initialized():
+            _stop_local(settings)  # the store owner closes its stores, then the whole local Ray goes
+        else:
+            try:
+                serve.delete("msearch")
+            except Exception as e:  # the app may not have started; detaching anyway
+                log.debug("serve.delete: %s", e)
             ray.shutdown()
     return EXIT_OK
 

@@ -47,7 +47,7 @@ class IndexSettings(_Section):
 
     hash_batch_size: int = 16
     decode_batch_size: int = 8
-    decode_num_cpus: float = 1.0
+    decode_num_cpus: float = 0.5
     embed_batch_size: int = 32
     embed_actors: int = 1  # size of the embedding actor pool
     embed_num_cpus: float = 1.0
@@ -63,9 +63,10 @@ class ServeSettings(_Section):
     min_replicas: int = 1
     max_replicas: int = 2
     target_ongoing_requests: float = 4.0
-    embedder_num_cpus: float = 0.5
+    # Query embedders are idle most of the time: small CPU shares leave room for indexing.
+    embedder_num_cpus: float = 0.25
     embedder_num_gpus: float = 0.0
-    ingress_num_cpus: float = 0.25
+    ingress_num_cpus: float = 0.1
     default_top_k: int = 10
     max_top_k: int = 200
     max_upload_bytes: int = 50_000_000
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     dashboard_port: int = 8265
     # An existing Ray cluster to join ("auto" or host:port); none starts a local one.
     ray_address: str | None = None
+    # Logical CPUs of a local Ray (default: the machine's, at least 4, so that Serve replicas
+    # and the indexing stages can run side by side on a small machine).
     ray_num_cpus: int | None = None
     # A Qdrant server; none keeps vectors embedded in data_dir (qdrant-edge).
     qdrant_url: str | None = None

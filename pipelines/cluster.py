@@ -44,7 +44,7 @@ def connect(settings, *, job: bool = False, verbose: bool = False) -> bool:
         include_dashboard=settings.dashboard,
         dashboard_host=settings.dashboard_host,
         dashboard_port=settings.dashboard_port,
-        num_cpus=settings.ray_num_cpus,
+        num_cpus=settings.ray_num_cpus or max(4, os.cpu_count() or 1),
         **quiet,
     )
     return True

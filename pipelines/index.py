@@ -24,6 +24,8 @@ from pipelines.owner import OwnerClient, get_owner
 
 log = logging.getLogger("msearch.index")
 PLAN_CHUNK = 20_000
+HASH_CPUS = 0.25
+WRITE_CPUS = 0.1
 
 
 def model_ids(ok: dict[str, str]) -> dict[str, str]:
@@ -73,9 +75,10 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True) -> di
 def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dict, missing: dict,
                   roles: list[str]) -> int:
     idx = settings.index
+    _check_resources(settings, embedding=bool(roles))
     ds = ray.data.from_arrow(schema.table(todo, schema.FILES))
     ds = ds.map_batches(
-        stages.hash_and_claim, batch_size=idx.hash_batch_size, batch_format="pyarrow", num_cpus=0.5,
+        stages.hash_and_claim, batch_size=idx.hash_batch_size, batch_format="pyarrow", num_cpus=HASH_CPUS,
         fn_kwargs={"settings": settings, "run_id": run_id, "models": models, "missing": missing},
     )
     ds = ds.map_batches(stages.decode, batch_size=idx.decode_batch_size, batch_format="pyarrow",
@@ -88,11 +91,30 @@ def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dic
             fn_constructor_kwargs={"settings": settings, "roles": roles},
         )
     ds = ds.map_batches(stages.write, batch_size=idx.write_batch_size, batch_format="pyarrow",
-                        num_cpus=0.25, fn_kwargs={"settings": settings})
+                        num_cpus=WRITE_CPUS, fn_kwargs={"settings": settings})
     units = 0
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         units += sum(batch.column("units").to_pylist())
     return units
+
+
+def _check_resources(settings: Settings, embedding: bool) -> None:
+    """Warn before a run that cannot start at once: Ray Data would wait silently for resources."""
+    idx = settings.index
+    need = {"CPU": HASH_CPUS + idx.decode_num_cpus + WRITE_CPUS}
+    if embedding:
+        need["CPU"] += idx.embed_actors * idx.embed_num_cpus
+        if idx.embed_num_gpus:
+            need["GPU"] = idx.embed_actors * idx.embed_num_gpus
+    total, free = ray.cluster_resources(), ray.available_resources()
+    for name, amount in need.items():
+        if total.get(name, 0) < amount:
+            log.warning("the indexing pipeline needs %.2f %s but the Ray cluster has %.2f; it waits until "
+                        "the cluster grows (see MSEARCH_INDEX__* and MSEARCH_RAY_NUM_CPUS)",
+                        amount, name, total.get(name, 0))
+        elif free.get(name, 0) < amount:
+            log.warning("the indexing pipeline needs %.2f %s and %.2f are free now; it may wait for "
+                        "other work (e.g. Serve replicas) to release them", amount, name, free.get(name, 0))
 
 
 def format_summary(summary: dict, limit: int = 20) -> str:

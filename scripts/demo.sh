@@ -13,7 +13,9 @@ bin=.venv/bin
 echo "== starting msearch serve (Ray, store owner, Serve app on $url)"
 "$bin/msearch" serve > .msearch-serve.log 2>&1 &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+stop() { kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true; }
+trap stop EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 180); do
   curl -sf "$url/health" > /dev/null && break
   kill -0 $server 2>/dev/null || { cat .msearch-serve.log; exit 1; }
