@@ -95,7 +95,7 @@ def cmd_index(settings: Settings, args) -> int:
 
     started = connect(settings, verbose=args.verbose)
     try:
-        summary = run_index(settings, args.paths, progress=not args.json and sys.stderr.isatty())
+        summary = run_index(settings, args.paths, progress=not args.json, verbose=args.verbose)
     finally:
         if started:
             _stop_local(settings)
@@ -308,6 +308,11 @@ def cmd_status(settings: Settings, args) -> int:
         print(f"  {space} vectors: {n} ({info['models'].get(space)})")
     for item in info["failed"]:
         print(f"  failed  {item['path']}: {item['error']}")
+    reasons: dict[str, int] = {}
+    for item in info.get("skipped", []):
+        reasons[item["error"]] = reasons.get(item["error"], 0) + 1
+    for reason, n in reasons.items():
+        print(f"  skipped {n} file{'s' if n > 1 else ''}: {reason}")
     return EXIT_OK
 
 

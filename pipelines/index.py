@@ -33,7 +33,7 @@ def model_ids(ok: dict[str, str]) -> dict[str, str]:
     return {role: (f"fake-{role}" if spec == "fake" else spec) for role, spec in ok.items()}
 
 
-def run_index(settings: Settings, roots: list[str], progress: bool = True) -> dict:
+def run_index(settings: Settings, roots: list[str], progress: bool = True, verbose: bool = False) -> dict:
     """Index ``roots`` through the connected Ray cluster; returns the run summary."""
     started = time.perf_counter()
     paths = check_roots(roots)
@@ -56,7 +56,9 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True) -> di
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.enable_operator_progress_bars = progress
-        ctx.print_on_execution_start = progress
+        ctx.print_on_execution_start = verbose
+        if not verbose:
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
         written = _run_pipeline(settings, todo, run_id, models, missing, list(ok))
     report = owner.finish_run(run_id)
     summary = {
