@@ -68,61 +68,119 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
-class EdgeStore:
+class _Store:
+    """What both backends share: the space registry, point conversion, the query loop."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._dims: dict[str, int] = {}
+
+    def spaces(self) -> dict[str, int]:
+        return dict(self._dims)
+
+    def ensure_space(self, space: str, dim: int) -> None:
+        with self._lock:
+            if space in self._dims:
+                if self._dims[space] != dim:
+                    from msearch.errors import ConfigError
+
+                    raise ConfigError(
+                        f"the {space!r} vectors in this data dir have {self._dims[space]} dimensions but the "
+                        f"model gives {dim}: the model changed; use a new MSEARCH_DATA_DIR or delete the old "
+                        "one to re-index"
+                    )
+                return
+            self._create(space, dim, sparse=space in SPARSE_SPACES)
+            self._dims[space] = dim
+
+    def _vectors(self, p: PointData) -> dict:
+        vectors: dict = {}
+        if p.dense is not None:
+            vectors[DENSE] = list(p.dense)
+        if p.sparse is not None and p.sparse[0]:
+            vectors[SPARSE] = self._sparse(p.sparse)
+        return vectors
+
+    def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]:
+        out: list[list[Hit]] = []
+        for q in queries:
+            if q.space not in self._dims or (q.using == SPARSE and not q.vector[0]):
+                out.append([])
+                continue
+            vector = self._sparse(q.vector) if q.using == SPARSE else list(q.vector)
+            res = self._query(q.space, vector, q.using, self._filter(q.kinds), q.limit)
+            out.append([Hit(str(r.id), float(r.score), dict(r.payload or {})) for r in res])
+        return out
+
+    def count(self, space: str, kinds: list[str] | None = None) -> int:
+        return self._count(space, self._filter(kinds)) if space in self._dims else 0
+
+    def scroll(self, space: str) -> list[Hit]:
+        if space not in self._dims:
+            return []
+        out, offset = [], None
+        while True:
+            records, offset = self._scroll(space, offset)
+            out.extend(Hit(str(r.id), 0.0, dict(r.payload or {})) for r in records)
+            if offset is None:
+                return out
+
+    def _filter(self, kinds):
+        return self._kind_filter(list(kinds)) if kinds else None
+
+    # Backend hooks.
+    def _create(self, space: str, dim: int, sparse: bool) -> None: raise NotImplementedError
+    def _sparse(self, vector: tuple[list[int], list[float]]): raise NotImplementedError
+    def _kind_filter(self, kinds: list[str]): raise NotImplementedError
+    def _query(self, space, vector, using, flt, limit): raise NotImplementedError
+    def _count(self, space, flt) -> int: raise NotImplementedError
+    def _scroll(self, space, offset): raise NotImplementedError
+
+
+class EdgeStore(_Store):
     """Embedded Qdrant engine (qdrant-edge-py): one shard directory per space."""
 
     def __init__(self, root: Path):
         import qdrant_edge as E
 
+        super().__init__()
         self._E = E
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
         self._shards: dict[str, object] = {}
-        self._dims: dict[str, int] = {}
         self._meta = self.root / "spaces.json"
         dims = json.loads(self._meta.read_text()) if self._meta.exists() else {}
         for space, dim in dims.items():
             self._shards[space] = E.EdgeShard.load(str(self.root / space))
             self._dims[space] = int(dim)
 
-    def spaces(self) -> dict[str, int]:
-        return dict(self._dims)
-
-    def ensure_space(self, space: str, dim: int) -> None:
+    def _create(self, space: str, dim: int, sparse: bool) -> None:
         E = self._E
-        with self._lock:
-            if space in self._shards:
-                _check_dim(space, self._dims[space], dim)
-                return
-            sparse = {SPARSE: E.EdgeSparseVectorParams(modifier=E.Modifier.Idf)} if space in SPARSE_SPACES else None
-            config = E.EdgeConfig(
-                vectors={DENSE: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine)},
-                sparse_vectors=sparse,
-            )
-            path = self.root / space
-            # A shard created just before a crash (spaces.json not yet written) is reused.
-            shard = E.EdgeShard.load(str(path)) if path.exists() else E.EdgeShard.create(str(path), config)
-            for key in ("content_hash", "kind"):
-                shard.update(E.UpdateOperation.create_field_index(key, E.PayloadSchemaType.Keyword))
-            self._shards[space] = shard
-            self._dims[space] = dim
-            tmp = self._meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._dims))
-            tmp.replace(self._meta)
+        config = E.EdgeConfig(
+            vectors={DENSE: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine)},
+            sparse_vectors={SPARSE: E.EdgeSparseVectorParams(modifier=E.Modifier.Idf)} if sparse else None,
+        )
+        path = self.root / space
+        # A shard created just before a crash (spaces.json not yet written) is reused.
+        shard = E.EdgeShard.load(str(path)) if path.exists() else E.EdgeShard.create(str(path), config)
+        for key in ("content_hash", "kind"):
+            shard.update(E.UpdateOperation.create_field_index(key, E.PayloadSchemaType.Keyword))
+        self._shards[space] = shard
+        tmp = self._meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self._dims, space: dim}))
+        tmp.replace(self._meta)
+
+    def _sparse(self, vector):
+        return self._E.SparseVector(list(vector[0]), list(vector[1]))
+
+    def _kind_filter(self, kinds):
+        E = self._E
+        return E.Filter(must=[E.FieldCondition(key="kind", match=E.MatchAny(any=kinds))])
 
     def upsert(self, space: str, points: list[PointData]) -> None:
-        E = self._E
-        out = []
-        for p in points:
-            vectors: dict = {}
-            if p.dense is not None:
-                vectors[DENSE] = list(p.dense)
-            if p.sparse is not None and p.sparse[0]:
-                vectors[SPARSE] = E.SparseVector(list(p.sparse[0]), list(p.sparse[1]))
-            out.append(E.Point(p.id, vectors, p.payload))
+        out = [self._E.Point(p.id, self._vectors(p), p.payload) for p in points]
         with self._lock:
-            self._shards[space].update(E.UpdateOperation.upsert_points(out))
+            self._shards[space].update(self._E.UpdateOperation.upsert_points(out))
 
     def delete_content(self, content_hash: str) -> None:
         E = self._E
@@ -131,56 +189,22 @@ class EdgeStore:
             for shard in self._shards.values():
                 shard.update(E.UpdateOperation.delete_points_by_filter(flt))
 
-    def _filter(self, kinds):
+    def _query(self, space, vector, using, flt, limit):
         E = self._E
-        if not kinds:
-            return None
-        return E.Filter(must=[E.FieldCondition(key="kind", match=E.MatchAny(any=list(kinds)))])
+        return self._shards[space].query(
+            E.QueryRequest(limit=limit, query=E.Query.Nearest(vector, using=using), filter=flt, with_payload=True)
+        )
 
-    def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]:
-        E = self._E
-        out: list[list[Hit]] = []
-        for q in queries:
-            shard = self._shards.get(q.space)
-            if shard is None:
-                out.append([])
-                continue
-            vector = E.SparseVector(list(q.vector[0]), list(q.vector[1])) if q.using == SPARSE else list(q.vector)
-            if q.using == SPARSE and not q.vector[0]:
-                out.append([])
-                continue
-            res = shard.query(
-                E.QueryRequest(
-                    limit=q.limit,
-                    query=E.Query.Nearest(vector, using=q.using),
-                    filter=self._filter(q.kinds),
-                    with_payload=True,
-                )
-            )
-            out.append([Hit(str(r.id), float(r.score), dict(r.payload or {})) for r in res])
-        return out
+    def _count(self, space, flt) -> int:
+        return int(self._shards[space].count(self._E.CountRequest(filter=flt)))
 
-    def count(self, space: str, kinds: list[str] | None = None) -> int:
-        shard = self._shards.get(space)
-        if shard is None:
-            return 0
-        return int(shard.count(self._E.CountRequest(filter=self._filter(kinds))))
+    def _scroll(self, space, offset):
+        request = self._E.ScrollRequest(limit=256, offset=offset, with_payload=True, with_vector=False)
+        return self._shards[space].scroll(request)
 
     def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]:
         recs = self._shards[space].retrieve(list(ids), False, [DENSE])
         return {str(r.id): list(r.vector[DENSE]) for r in recs}
-
-    def scroll(self, space: str) -> list[Hit]:
-        E = self._E
-        shard = self._shards.get(space)
-        if shard is None:
-            return []
-        out, offset = [], None
-        while True:
-            recs, offset = shard.scroll(E.ScrollRequest(limit=256, offset=offset, with_payload=True, with_vector=False))
-            out.extend(Hit(str(r.id), 0.0, dict(r.payload or {})) for r in recs)
-            if offset is None:
-                return out
 
     def flush(self) -> None:
         with self._lock:
@@ -195,30 +219,17 @@ class EdgeStore:
             self._shards.clear()
 
 
-def _check_dim(space: str, have: int, want: int) -> None:
-    if have != want:
-        from msearch.errors import ConfigError
-
-        raise ConfigError(
-            f"the {space!r} vectors in this data dir have {have} dimensions but the model gives {want}: "
-            "the model changed; use a new MSEARCH_DATA_DIR or delete the old one to re-index"
-        )
-
-
-class ClientStore:
+class ClientStore(_Store):
     """A Qdrant server through qdrant-client (or its ``:memory:`` local mode)."""
 
     def __init__(self, url: str, prefix: str = "msearch", api_key: str | None = None):
         from qdrant_client import QdrantClient, models
 
+        super().__init__()
         self._m = models
         self.prefix = prefix
-        if url == ":memory:":
-            self._client = QdrantClient(":memory:")
-        else:
-            self._client = QdrantClient(url=url, api_key=api_key, timeout=30)
-        self._lock = threading.RLock()
-        self._dims: dict[str, int] = {}
+        self._local = url == ":memory:"
+        self._client = QdrantClient(":memory:") if self._local else QdrantClient(url=url, api_key=api_key, timeout=30)
         for c in self._client.get_collections().collections:
             if c.name.startswith(prefix + "_"):
                 info = self._client.get_collection(c.name)
@@ -227,36 +238,26 @@ class ClientStore:
     def _name(self, space: str) -> str:
         return f"{self.prefix}_{space}"
 
-    def spaces(self) -> dict[str, int]:
-        return dict(self._dims)
-
-    def ensure_space(self, space: str, dim: int) -> None:
+    def _create(self, space: str, dim: int, sparse: bool) -> None:
         m = self._m
-        with self._lock:
-            if space in self._dims:
-                _check_dim(space, self._dims[space], dim)
-                return
-            sparse = {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if space in SPARSE_SPACES else None
-            self._client.create_collection(
-                self._name(space),
-                vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
-                sparse_vectors_config=sparse,
-            )
-            if not self._client._client.__class__.__name__.startswith("QdrantLocal"):
-                for key in ("content_hash", "kind"):
-                    self._client.create_payload_index(self._name(space), key, m.PayloadSchemaType.KEYWORD)
-            self._dims[space] = dim
+        self._client.create_collection(
+            self._name(space),
+            vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if sparse else None,
+        )
+        if not self._local:  # local mode has no payload indexes (and warns)
+            for key in ("content_hash", "kind"):
+                self._client.create_payload_index(self._name(space), key, m.PayloadSchemaType.KEYWORD)
+
+    def _sparse(self, vector):
+        return self._m.SparseVector(indices=list(vector[0]), values=list(vector[1]))
+
+    def _kind_filter(self, kinds):
+        m = self._m
+        return m.Filter(must=[m.FieldCondition(key="kind", match=m.MatchAny(any=kinds))])
 
     def upsert(self, space: str, points: list[PointData]) -> None:
-        m = self._m
-        out = []
-        for p in points:
-            vectors: dict = {}
-            if p.dense is not None:
-                vectors[DENSE] = list(p.dense)
-            if p.sparse is not None and p.sparse[0]:
-                vectors[SPARSE] = m.SparseVector(indices=list(p.sparse[0]), values=list(p.sparse[1]))
-            out.append(m.PointStruct(id=p.id, vector=vectors, payload=p.payload))
+        out = [self._m.PointStruct(id=p.id, vector=self._vectors(p), payload=p.payload) for p in points]
         self._client.upsert(self._name(space), points=out, wait=True)
 
     def delete_content(self, content_hash: str) -> None:
@@ -265,51 +266,20 @@ class ClientStore:
         for space in list(self._dims):
             self._client.delete(self._name(space), points_selector=m.FilterSelector(filter=flt), wait=True)
 
-    def _filter(self, kinds):
-        m = self._m
-        if not kinds:
-            return None
-        return m.Filter(must=[m.FieldCondition(key="kind", match=m.MatchAny(any=list(kinds)))])
+    def _query(self, space, vector, using, flt, limit):
+        return self._client.query_points(self._name(space), query=vector, using=using, query_filter=flt,
+                                         limit=limit, with_payload=True).points
 
-    def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]:
-        m = self._m
-        out: list[list[Hit]] = []
-        for q in queries:
-            if q.space not in self._dims or (q.using == SPARSE and not q.vector[0]):
-                out.append([])
-                continue
-            vector = (
-                m.SparseVector(indices=list(q.vector[0]), values=list(q.vector[1]))
-                if q.using == SPARSE
-                else list(q.vector)
-            )
-            res = self._client.query_points(
-                self._name(q.space), query=vector, using=q.using, query_filter=self._filter(q.kinds),
-                limit=q.limit, with_payload=True,
-            ).points
-            out.append([Hit(str(r.id), float(r.score), dict(r.payload or {})) for r in res])
-        return out
+    def _count(self, space, flt) -> int:
+        return self._client.count(self._name(space), count_filter=flt, exact=True).count
 
-    def count(self, space: str, kinds: list[str] | None = None) -> int:
-        if space not in self._dims:
-            return 0
-        return self._client.count(self._name(space), count_filter=self._filter(kinds), exact=True).count
+    def _scroll(self, space, offset):
+        return self._client.scroll(self._name(space), limit=256, offset=offset, with_payload=True,
+                                   with_vectors=False)
 
     def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]:
         recs = self._client.retrieve(self._name(space), ids=list(ids), with_payload=False, with_vectors=[DENSE])
         return {str(r.id): list(r.vector[DENSE]) for r in recs}
-
-    def scroll(self, space: str) -> list[Hit]:
-        if space not in self._dims:
-            return []
-        out, offset = [], None
-        while True:
-            recs, offset = self._client.scroll(
-                self._name(space), limit=256, offset=offset, with_payload=True, with_vectors=False
-            )
-            out.extend(Hit(str(r.id), 0.0, dict(r.payload or {})) for r in recs)
-            if offset is None:
-                return out
 
     def flush(self) -> None:
         pass
