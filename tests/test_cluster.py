@@ -31,10 +31,27 @@ def head(tmp_path_factory, tiny_clip):
         env=env, check=True, capture_output=True, timeout=180,
     )
     try:
+        _wait_for_job_server(f"http://127.0.0.1:{dashboard}")
         yield {"tmp": tmp, "env": env, "gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}"}
     finally:
         subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
         assert not wait_no_ray_processes(), "processes left after ray stop"
+
+
+def _wait_for_job_server(url: str, timeout: float = 120) -> None:
+    """`ray start` returns before the dashboard's job server answers."""
+    token_file = Path.home() / ".ray" / "auth_token"
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            r = httpx.get(f"{url}/api/jobs/", headers=headers, timeout=5)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the Ray job server did not come up"
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
