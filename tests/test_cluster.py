@@ -25,6 +25,8 @@ def head(tmp_path_factory, tiny_clip):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
     env.update(PATH=f"{BIN}:{env['PATH']}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token",
                MSEARCH_DATA_DIR=str(tmp / "data"), MSEARCH_MODELS__CLIP=tiny_clip, MSEARCH_DASHBOARD="false")
+    if not (Path.home() / ".ray" / "auth_token").exists():  # a machine that never ran Ray
+        subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     subprocess.run(
         [BIN / "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats"],
