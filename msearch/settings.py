@@ -42,6 +42,17 @@ class TextSettings(_Section):
     )
 
 
+class VideoSettings(_Section):
+    ffmpeg: str | None = None  # binary; default: the system ffmpeg, else imageio-ffmpeg's
+    scene_threshold: float = Field(0.3, ge=0.1, le=0.5)  # FFmpeg scene score that makes a cut
+    min_scene_s: float = 1.0  # shorter scenes merge into a neighbour
+    max_scene_s: float = 10.0  # longer shots are split, so long takes still get keyframes
+    max_scenes: int = 300  # per video; beyond it the shortest neighbours merge (even coverage)
+    decode_side: int = 256  # short side of decoded frames (keyframes and scene scores)
+    candidates_per_scene: int = 20  # frames sampled per max-length scene for the keyframe pick
+    hwaccel: str = "auto"  # auto (cuda when a GPU is present), cuda, or none
+
+
 class IndexSettings(_Section):
     """Ray Data resources for the indexing pipeline."""
 
@@ -98,6 +109,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     image: ImageSettings = ImageSettings()
     text: TextSettings = TextSettings()
+    video: VideoSettings = VideoSettings()
     index: IndexSettings = IndexSettings()
     serve: ServeSettings = ServeSettings()
 

@@ -158,3 +158,33 @@ def non_loopback(addresses: set[str]) -> set[str]:
 @pytest.fixture(scope="module")
 def minilm_id() -> str:
     return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def ffmpeg() -> str:
+    from msearch.media.video import ffmpeg_binary
+
+    return ffmpeg_binary()
+
+
+def make_video(path: Path, segments: list[tuple[str, float]], fps: int = 25, size: str = "320x240",
+               codec: list[str] | None = None, audio: bool = False) -> Path:
+    """Concatenate lavfi sources into one file: ``segments`` are (source[,filters], seconds);
+    cuts fall exactly at the running sums of the durations."""
+    inputs, labels = [], []
+    for i, (source, seconds) in enumerate(segments):
+        name, _, filters = source.partition("|")
+        sep = ":" if "=" in name else "="
+        inputs += ["-f", "lavfi", "-i", f"{name}{sep}size={size}:rate={fps}:duration={seconds}"]
+        labels.append(f"[{i}:v]{filters + ',' if filters else ''}setsar=1[v{i}]")
+    graph = ";".join(labels) + ";" + "".join(f"[v{i}]" for i in range(len(segments))) + \
+        f"concat=n={len(segments)}:v=1[out]"
+    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *inputs]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={sum(s for _, s in segments)}"]
+    cmd += ["-filter_complex", graph, "-map", "[out]"]
+    if audio:
+        cmd += ["-map", f"{len(segments)}:a", "-c:a", "aac"]
+    cmd += [*(codec or ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]), str(path)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    return path

@@ -1,0 +1,298 @@
+"""Videos: probe, then one FFmpeg pass that detects scenes and picks their keyframes.
+
+FFmpeg decodes once, scaled down to the size the model needs, and prints each frame's scene
+score (``select='gte(scene,0)',metadata=print``) next to its timestamp; the raw frames come
+through a pipe. Scenes close at a cut (score above the threshold) or at the maximum length, so
+memory holds only the current scene's sampled candidates plus one keyframe per scene.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import re
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from msearch.errors import BadInput, MissingDependency
+
+log = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
+_AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: (\w+)")
+_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
+_FRAME = re.compile(r"pts_time:(-?\d+(?:\.\d+)?(?:e-?\d+)?)")
+_SCORE = re.compile(r"lavfi\.scene_score=(\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float
+    fps: float | None
+    width: int  # as displayed (rotation applied)
+    height: int
+    vcodec: str
+    acodec: str | None
+
+    def as_dict(self) -> dict:
+        return {"duration_s": self.duration, "fps": self.fps, "width": self.width, "height": self.height,
+                "video_codec": self.vcodec, "audio_codec": self.acodec}
+
+
+@dataclass
+class Scene:
+    start_s: float
+    end_s: float
+    keyframe_s: float
+    keyframe: bytes  # raw RGB
+    width: int
+    height: int
+    sharpness: float = 0.0
+
+    @property
+    def length(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class _Candidate:
+    t: float
+    sharpness: float
+    rgb: bytes
+
+
+@dataclass
+class _Open:
+    start: float
+    candidates: list[_Candidate] = field(default_factory=list)
+    next_sample: float = 0.0
+
+
+def ffmpeg_binary(configured: str | None = None) -> str:
+    """The FFmpeg to use: the setting, else the system's, else the one imageio-ffmpeg ships."""
+    if configured:
+        path = shutil.which(configured) or (configured if Path(configured).is_file() else None)
+        if not path:
+            raise MissingDependency(f"MSEARCH_VIDEO__FFMPEG={configured!r} is not an executable")
+        return path
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    try:
+        import imageio_ffmpeg
+    except ImportError as e:
+        raise MissingDependency("no ffmpeg found: install FFmpeg, or pip install imageio-ffmpeg") from e
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+_PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\] ")
+
+
+def _reason(stderr: str) -> str:
+    """FFmpeg's own words for a failure: its last distinct messages, without their prefixes."""
+    messages: list[str] = []
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("Input #", "frame=", "Stream #", "Duration:", "Metadata:")) \
+                or "Parsed_metadata" in line or line.startswith(("Press [q]", "Output #")):
+            continue
+        message = _PREFIX.sub("", line)
+        if message not in messages:
+            messages.append(message)
+    return "; ".join(messages[-4:])[:400] or "ffmpeg failed"
+
+
+def probe(path: Path, ffmpeg: str) -> VideoInfo:
+    """Container and stream facts from FFmpeg's header read (no ffprobe needed)."""
+    out = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
+                         text=True, errors="replace", timeout=120)
+    text = out.stderr
+    video = _VIDEO.search(text)
+    if video is None:
+        if "Stream #" in text:
+            raise BadInput("no video stream")
+        raise BadInput(f"ffmpeg cannot read it: {_reason(text)}")
+    duration = _DURATION.search(text)
+    seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else 0.0
+    line = text[video.start():text.find("\n", video.start())]
+    fps = _FPS.search(line)
+    width, height = int(video[2]), int(video[3])
+    rotation = _ROTATION.search(text)
+    if rotation and round(abs(float(rotation[1]))) % 180 == 90:
+        width, height = height, width
+    audio = _AUDIO.search(text)
+    return VideoInfo(seconds, float(fps[1]) if fps else None, width, height, video[1], audio[1] if audio else None)
+
+
+def frame_size(info: VideoInfo, short_side: int) -> tuple[int, int]:
+    """Decode size: the short side at most ``short_side``, both even."""
+    scale = min(1.0, short_side / min(info.width, info.height))
+    return max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2)
+
+
+def sharpness(rgb: np.ndarray) -> float:
+    """Variance of a Laplacian on the grey image: blurred and transition frames score low."""
+    grey = rgb[::2, ::2].astype(np.float32).mean(axis=2)
+    lap = -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
+    return float(lap.var())
+
+
+def scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool = False) -> list[Scene]:
+    """Scenes with keyframes, in one decode; ``vs`` is the video settings section."""
+    try:
+        return _scan(path, info, vs, ffmpeg, hwaccel)
+    except BadInput:
+        if not hwaccel:
+            raise
+        log.info("GPU decode of %s failed; decoding on the CPU", path)
+        return _scan(path, info, vs, ffmpeg, False)
+
+
+def _command(path: Path, width: int, height: int, ffmpeg: str, hwaccel: bool) -> list[str]:
+    import ffmpeg as ff
+
+    stream = (
+        ff.input(str(path), **({"hwaccel": "cuda"} if hwaccel else {}))
+        .video.filter("scale", width, height, flags="area")
+        .filter("select", "gte(scene,0)")
+        .filter("metadata", "print")
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", an=None, sn=None, dn=None)
+    )
+    args = stream.compile(cmd=ffmpeg)
+    # Global options go first (ffmpeg-python appends them, where FFmpeg ignores them).
+    return [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args[1:]]
+
+
+def _scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool) -> list[Scene]:
+    width, height = frame_size(info, vs.decode_side)
+    frame_bytes = width * height * 3
+    proc = subprocess.Popen(_command(path, width, height, ffmpeg, hwaccel), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=frame_bytes)
+    meta: queue.Queue = queue.Queue()
+    log_tail: list[str] = []
+    reader = threading.Thread(target=_read_meta, args=(proc.stderr, meta, log_tail), daemon=True)
+    reader.start()
+    scenes: list[Scene] = []
+    current: _Open | None = None
+    last_t = None
+    interval = max(vs.max_scene_s / vs.candidates_per_scene, 0.04)
+    try:
+        while True:
+            data = proc.stdout.read(frame_bytes)
+            if len(data) < frame_bytes:
+                break
+            t, score = meta.get(timeout=120)
+            if current is None:
+                current = _Open(start=0.0, next_sample=0.0)
+            elif score > vs.scene_threshold or t - current.start >= vs.max_scene_s:
+                scenes.append(_close(current, t, width, height))
+                current = _Open(start=t, next_sample=t)
+            if t >= current.next_sample:
+                rgb = np.frombuffer(data, np.uint8).reshape(height, width, 3)
+                current.candidates.append(_Candidate(t, sharpness(rgb), data))
+                current.next_sample = t + interval
+            last_t = t
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+        reader.join(timeout=10)
+    stderr = "\n".join(log_tail)
+    if code != 0:
+        raise BadInput(f"ffmpeg failed: {_reason(stderr)}")
+    if current is None or last_t is None:
+        raise BadInput(f"no video frames could be decoded: {_reason(stderr)}")
+    frame = 1.0 / info.fps if info.fps else 0.04
+    end = max(info.duration, last_t + frame)
+    if info.duration and last_t + frame < info.duration * 0.9 - 1.0:
+        raise BadInput(f"truncated: frames stop at {last_t:.2f} s of {info.duration:.2f} s ({_reason(stderr)})")
+    scenes.append(_close(current, end, width, height))
+    return post_process(scenes, vs.min_scene_s, vs.max_scenes)
+
+
+def _read_meta(stream, out: queue.Queue, tail: list[str]) -> None:
+    t = None
+    for raw in stream:
+        line = raw.decode("utf-8", "replace")
+        if (m := _FRAME.search(line)) and "Parsed_metadata" in line:
+            t = float(m[1])
+        elif (m := _SCORE.search(line)) and t is not None:
+            out.put((t, float(m[1])))
+            t = None
+        else:
+            tail.append(line.rstrip())
+            del tail[:-50]
+
+
+def _close(scene: _Open, end: float, width: int, height: int) -> Scene:
+    """Finish a scene: its keyframe is the sharpest sampled frame in its middle part."""
+    length = end - scene.start
+    lo, hi = scene.start + 0.2 * length, end - 0.2 * length
+    middle = [c for c in scene.candidates if lo <= c.t <= hi]
+    mid = scene.start + length / 2
+    pool = middle or sorted(scene.candidates, key=lambda c: abs(c.t - mid))[:1]
+    best = max(pool, key=lambda c: (round(c.sharpness, 1), -abs(c.t - mid)))
+    return Scene(scene.start, end, best.t, best.rgb, width, height, best.sharpness)
+
+
+def post_process(scenes: list[Scene], min_len: float, max_scenes: int) -> list[Scene]:
+    """Merge scenes shorter than ``min_len`` into a neighbour, then cap the count by merging the
+    shortest adjacent pairs (which keeps coverage of the timeline even). Scenes keep tiling."""
+    scenes = list(scenes)
+    i = 0
+    while len(scenes) > 1 and i < len(scenes):
+        if scenes[i].length < min_len:
+            j = i - 1 if i > 0 else i + 1
+            a, b = sorted((i, j))
+            scenes[a:b + 1] = [_merge(scenes[a], scenes[b])]
+            i = max(a - 1, 0)
+        else:
+            i += 1
+    if len(scenes) > max(1, max_scenes):
+        scenes = _cap(scenes, max(1, max_scenes))
+    return scenes
+
+
+def _cap(scenes: list[Scene], k: int) -> list[Scene]:
+    """Keep the k-1 existing boundaries nearest to an even split of the timeline."""
+    start, end = scenes[0].start_s, scenes[-1].end_s
+    bounds = [s.start_s for s in scenes[1:]]
+    chosen: list[int] = []
+    for i in range(1, k):
+        ideal = start + (end - start) * i / k
+        lo = chosen[-1] + 1 if chosen else 0
+        hi = len(bounds) - (k - 1 - i)  # leave room for the boundaries still to choose
+        chosen.append(min(range(lo, hi), key=lambda n: abs(bounds[n] - ideal)))
+    groups, first = [], 0
+    for n in chosen + [len(scenes) - 1]:
+        groups.append(scenes[first:n + 1])
+        first = n + 1
+    return [_merge(*g) for g in groups]
+
+
+def _merge(*parts: Scene) -> Scene:
+    """One scene spanning ``parts``; its keyframe is that of the longest part."""
+    keep = max(parts, key=lambda s: s.length)
+    return Scene(parts[0].start_s, parts[-1].end_s, keep.keyframe_s, keep.keyframe, keep.width, keep.height,
+                 keep.sharpness)
+
+
+def keyframe_image(scene: Scene):
+    from PIL import Image
+
+    return Image.frombytes("RGB", (scene.width, scene.height), scene.keyframe)
+
+
+def thumbnail(scene: Scene, side: int) -> bytes:
+    img = keyframe_image(scene)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
