@@ -43,13 +43,15 @@ class TextSettings(_Section):
 
 
 class VideoSettings(_Section):
+    """Scene detection and keyframes (MSEARCH_VIDEO__*)."""
+
     ffmpeg: str | None = None  # binary; default: the system ffmpeg, else imageio-ffmpeg's
     scene_threshold: float = Field(0.3, ge=0.1, le=0.5)  # FFmpeg scene score that makes a cut
     min_scene_s: float = 1.0  # shorter scenes merge into a neighbour
     max_scene_s: float = 10.0  # longer shots are split, so long takes still get keyframes
     max_scenes: int = 300  # per video; beyond it the shortest neighbours merge (even coverage)
     decode_side: int = 256  # short side of decoded frames (keyframes and scene scores)
-    candidates_per_scene: int = 20  # frames sampled per max-length scene for the keyframe pick
+    sample_s: float = 0.5  # keyframe candidates: one decoded frame every this many seconds
     hwaccel: str = "auto"  # auto (cuda when a GPU is present), cuda, or none
 
 

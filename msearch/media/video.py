@@ -156,50 +156,72 @@ def scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool = False) ->
         return _scan(path, info, vs, ffmpeg, False)
 
 
-def _command(path: Path, width: int, height: int, ffmpeg: str, hwaccel: bool) -> list[str]:
+def _command(path: Path, width: int, height: int, vs, ffmpeg: str, hwaccel: bool) -> list[str]:
+    """One decode, two branches: scene scores of every frame on a tiny copy (printed with their
+    timestamps), and model-sized RGB frames every ``sample_s`` seconds through the pipe."""
     import ffmpeg as ff
 
-    stream = (
-        ff.input(str(path), **({"hwaccel": "cuda"} if hwaccel else {}))
-        .video.filter("scale", width, height, flags="area")
-        .filter("select", "gte(scene,0)")
-        .filter("metadata", "print")
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", an=None, sn=None, dn=None)
+    video = ff.input(str(path), **({"hwaccel": "cuda"} if hwaccel else {})).video.split()
+    scores = (video[0].filter("scale", 128, -2, flags="fast_bilinear")
+              .filter("select", "gte(scene,0)").filter("metadata", "print"))
+    samples = (video[1].filter("select", f"isnan(prev_selected_t)+gte(t-prev_selected_t,{vs.sample_s})")
+               .filter("scale", width, height, flags="area")
+               # print shows only frames that carry metadata: give each sampled frame some.
+               .filter("metadata", "add", key="msearch.sample", value="1").filter("metadata", "print"))
+    stream = ff.merge_outputs(
+        scores.output("-", format="null"),
+        samples.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough"),
     )
     args = stream.compile(cmd=ffmpeg)
     # Global options go first (ffmpeg-python appends them, where FFmpeg ignores them).
     return [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args[1:]]
 
 
+_END = (float("inf"), 0.0)  # after the last frame's score
+
+
 def _scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool) -> list[Scene]:
     width, height = frame_size(info, vs.decode_side)
     frame_bytes = width * height * 3
-    proc = subprocess.Popen(_command(path, width, height, ffmpeg, hwaccel), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(path, width, height, vs, ffmpeg, hwaccel), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=frame_bytes)
-    meta: queue.Queue = queue.Queue()
+    scores: queue.Queue = queue.Queue()
+    samples: queue.Queue = queue.Queue()
     log_tail: list[str] = []
-    reader = threading.Thread(target=_read_meta, args=(proc.stderr, meta, log_tail), daemon=True)
+    reader = threading.Thread(target=_read_meta, args=(proc.stderr, scores, samples, log_tail), daemon=True)
     reader.start()
     scenes: list[Scene] = []
-    current: _Open | None = None
+    current = _Open(start=0.0)
     last_t = None
-    interval = max(vs.max_scene_s / vs.candidates_per_scene, 0.04)
+
+    lookahead: list[tuple[float, float]] = []
+
+    def advance(until: float) -> None:
+        """Apply every frame's scene score up to ``until``: close scenes at cuts and max length."""
+        nonlocal current, last_t
+        while True:
+            t, score = lookahead.pop() if lookahead else scores.get(timeout=STALL_S)
+            if t > until:
+                lookahead.append((t, score))
+                return
+            if last_t is not None and (score > vs.scene_threshold or t - current.start >= vs.max_scene_s):
+                scenes.append(_close(current, t, width, height))
+                current = _Open(start=t)
+            last_t = t
+
     try:
         while True:
             data = proc.stdout.read(frame_bytes)
             if len(data) < frame_bytes:
                 break
-            t, score = meta.get(timeout=120)
-            if current is None:
-                current = _Open(start=0.0, next_sample=0.0)
-            elif score > vs.scene_threshold or t - current.start >= vs.max_scene_s:
-                scenes.append(_close(current, t, width, height))
-                current = _Open(start=t, next_sample=t)
-            if t >= current.next_sample:
-                rgb = np.frombuffer(data, np.uint8).reshape(height, width, 3)
-                current.candidates.append(_Candidate(t, sharpness(rgb), data))
-                current.next_sample = t + interval
-            last_t = t
+            t = samples.get(timeout=STALL_S)
+            advance(t)
+            rgb = np.frombuffer(data, np.uint8).reshape(height, width, 3)
+            current.candidates.append(_Candidate(t, sharpness(rgb), data))
+        advance(1e18)
+    except queue.Empty:
+        proc.kill()
+        raise BadInput(f"ffmpeg stalled: {_reason(chr(10).join(log_tail))}") from None
     finally:
         proc.stdout.close()
         code = proc.wait()
@@ -207,7 +229,7 @@ def _scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool) -> list[S
     stderr = "\n".join(log_tail)
     if code != 0:
         raise BadInput(f"ffmpeg failed: {_reason(stderr)}")
-    if current is None or last_t is None:
+    if last_t is None or not (current.candidates or scenes):
         raise BadInput(f"no video frames could be decoded: {_reason(stderr)}")
     frame = 1.0 / info.fps if info.fps else 0.04
     end = max(info.duration, last_t + frame)
@@ -217,18 +239,39 @@ def _scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool) -> list[S
     return post_process(scenes, vs.min_scene_s, vs.max_scenes)
 
 
-def _read_meta(stream, out: queue.Queue, tail: list[str]) -> None:
-    t = None
+STALL_S = 120.0
+_METADATA = re.compile(r"\[Parsed_metadata_(\d+) @")
+
+
+def _read_meta(stream, scores: queue.Queue, samples: queue.Queue, tail: list[str]) -> None:
+    """Route FFmpeg's metadata lines: the branch that prints scene scores feeds ``scores``
+    with (t, score) per frame, the other feeds ``samples`` with the piped frames' times."""
+    pending: dict[str, float] = {}
+    score_branch = None
     for raw in stream:
         line = raw.decode("utf-8", "replace")
-        if (m := _FRAME.search(line)) and "Parsed_metadata" in line:
-            t = float(m[1])
-        elif (m := _SCORE.search(line)) and t is not None:
-            out.put((t, float(m[1])))
-            t = None
-        else:
+        branch = _METADATA.search(line)
+        if branch is None:
             tail.append(line.rstrip())
             del tail[:-50]
+            continue
+        name = branch[1]
+        if (m := _FRAME.search(line)) is not None:
+            if name != score_branch and name in pending:  # its last frame had no score: a sample
+                samples.put(pending.pop(name))
+            pending[name] = float(m[1])
+            if score_branch is not None and name != score_branch:
+                samples.put(pending.pop(name))
+        elif (m := _SCORE.search(line)) is not None and name in pending:
+            if score_branch is None:
+                score_branch = name
+                for other in [k for k in pending if k != name]:
+                    samples.put(pending.pop(other))
+            scores.put((pending.pop(name), float(m[1])))
+    for name, t in pending.items():
+        if name != score_branch:
+            samples.put(t)
+    scores.put(_END)
 
 
 def _close(scene: _Open, end: float, width: int, height: int) -> Scene:
