@@ -49,6 +49,14 @@ def sniff(head: bytes, suffix: str = "", text_suffixes: tuple[str, ...] = ()) ->
         return Detected("video", "mp4")
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return Detected("video", "matroska")
+    if head.startswith(b"FLV\x01"):
+        return Detected("video", "flv")
+    if head.startswith(b"\x00\x00\x01\xba"):
+        return Detected("video", "mpeg-ps")
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return Detected("video", "mpeg-ts")
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return Detected("video", "asf")
     if head.startswith(b"%PDF-"):
         return Detected("page", "pdf")
     if head.startswith(b"fLaC"):

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # The space that embeds each file kind this version indexes.
 KIND_SPACE = {kind: space for space, kinds in SPACE_KINDS.items() for kind in kinds}
 RRF_K = 60
+MERGE_MARGIN = 0.03  # cosine similarity: neighbouring scenes this close to each other merge
 SNIPPET_CHARS = 300
 _THUMB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -163,12 +164,15 @@ class Library:
             runs: dict[str, str] = {}
             failures: dict[str, str] = {}
             skips: dict[str, str] = {}
+            media: dict[str, str] = {}
             timings: dict[str, dict] = defaultdict(lambda: defaultdict(float))
             by_space: dict[str, list[dict]] = defaultdict(list)
             for u in units:
                 h = u["content_hash"]
                 runs[h] = u["run_id"]
                 expected[h] = int(u["n_units"])
+                if u.get("media"):
+                    media[h] = u["media"]
                 if u.get("error"):
                     failures[h] = u["error"]
                 elif int(u["n_units"]) == 0:
@@ -218,16 +222,17 @@ class Library:
                 elif h in skips:
                     self._settle(run_id, h, "skipped", skips[h], n, None)
                 elif counts.get(h, 0) >= n:
-                    self._settle(run_id, h, "indexed", None, n, dict(timings[h]))
+                    self._settle(run_id, h, "indexed", None, n, dict(timings[h]), media.get(h))
                 else:
                     continue
                 settled += 1
             return settled
 
-    def _settle(self, run_id, h, status, error, n_units, timings) -> None:
-        self.catalog.upsert_files(
-            [{**f, "units_expected": n_units} for f in self.catalog.files_with_hashes([h], "pending")]
-        )
+    def _settle(self, run_id, h, status, error, n_units, timings, media=None) -> None:
+        self.catalog.upsert_files([
+            {**f, "units_expected": n_units, "media": media or f.get("media")}
+            for f in self.catalog.files_with_hashes([h], "pending")
+        ])
         for f in self.catalog.set_status(h, status, error, timings):
             self._outcome(run_id, status, f["path"], error)
         self._inflight.pop(h, None)
@@ -293,7 +298,7 @@ class Library:
     def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]:
         """Run each ranked list, fuse by reciprocal rank, and return file results."""
         lists = self.vectors.search(queries)
-        fused = fuse(lists)
+        fused = merge_moments(fuse(lists))
         hashes = list(dict.fromkeys(h.payload["content_hash"] for h in fused))
         files = defaultdict(list)
         for f in self.catalog.files_with_hashes(hashes, "indexed"):
@@ -302,9 +307,11 @@ class Library:
         for hit in fused:
             p = hit.payload
             for f in files.get(p["content_hash"], []):
-                if f["file_id"] in seen:
-                    continue  # best unit per file
-                seen.add(f["file_id"])
+                # The best unit per file; for videos, each separate moment.
+                key = (f["file_id"], p.get("start_s")) if p["kind"] == "video" else f["file_id"]
+                if key in seen:
+                    continue
+                seen.add(key)
                 results.append({
                     "path": f["path"], "file_id": f["file_id"], "kind": f["kind"], "score": round(hit.score, 6),
                     "start_s": p.get("start_s"), "end_s": p.get("end_s"), "page": p.get("page"),
@@ -332,6 +339,7 @@ class Library:
                                    "content_hash", "units_expected", "indexed_at")}
         out["models"] = _models_of(row)
         out["timings"] = _json(row["timings"])
+        out["media"] = _json(row.get("media"))
         out["units"] = units
         return out
 
@@ -356,12 +364,41 @@ def fuse(lists: list[list[Hit]], k: int = RRF_K) -> list[Hit]:
     """Reciprocal rank fusion: scores of different models are not comparable, ranks are."""
     scores: dict[str, float] = defaultdict(float)
     payloads: dict[str, dict] = {}
+    raw: dict[str, float] = {}
     for hits in lists:
         for rank, hit in enumerate(hits):
             scores[hit.id] += 1.0 / (k + rank + 1)
             payloads.setdefault(hit.id, hit.payload)
+            raw.setdefault(hit.id, hit.score)
     order = sorted(scores, key=lambda i: (-scores[i], i))
-    return [Hit(i, scores[i], payloads[i]) for i in order]
+    return [Hit(i, scores[i], payloads[i], raw[i]) for i in order]
+
+
+def merge_moments(hits: list[Hit], margin: float = MERGE_MARGIN) -> list[Hit]:
+    """Adjacent matching scenes of one video become one hit spanning them, with the best member's
+    score and thumbnail; other hits pass through. Neighbours match when the store's similarity is
+    within ``margin`` of each other's (fused scores say nothing about how close they are)."""
+    runs: dict[str, list[Hit]] = defaultdict(list)
+    out: list[Hit] = []
+    for hit in hits:
+        if hit.payload.get("kind") == "video" and hit.payload.get("start_s") is not None:
+            runs[hit.payload["content_hash"]].append(hit)
+        else:
+            out.append(hit)
+    for video_hits in runs.values():
+        video_hits.sort(key=lambda h: h.payload["unit"])
+        run = [video_hits[0]]
+        for hit in video_hits[1:] + [None]:
+            if hit is not None and hit.payload["unit"] == run[-1].payload["unit"] + 1 \
+                    and abs(hit.raw - run[-1].raw) <= margin:
+                run.append(hit)
+                continue
+            best = max(run, key=lambda h: h.score)
+            payload = {**best.payload, "start_s": run[0].payload["start_s"], "end_s": run[-1].payload["end_s"]}
+            out.append(Hit(best.id, best.score, payload, best.raw))
+            run = [hit]
+    out.sort(key=lambda h: (-h.score, h.id))
+    return out
 
 
 def _models_for(kind: str | None, models: dict[str, str]) -> dict[str, str]:

@@ -59,7 +59,7 @@ class IndexSettings(_Section):
     """Ray Data resources for the indexing pipeline."""
 
     hash_batch_size: int = 16
-    decode_batch_size: int = 8
+    decode_batch_size: int = 1  # files per decode task: a long video never holds up others
     decode_num_cpus: float = 0.5
     embed_batch_size: int = 32
     embed_actors: int = 1  # size of the embedding actor pool

@@ -6,6 +6,7 @@ a video scene, an audio window, a page). Rows are plain dicts so that Ray Data c
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ def decode_file(row: dict, settings) -> list[dict]:
                 units = _image_units(Path(row["path"]), settings)
             case "text":
                 units = _text_units(Path(row["path"]), settings)
+            case "video":
+                units = _video_units(Path(row["path"]), settings)
             case kind:
                 raise BadInput(f"no decoder for {kind} files")
     except BadInput as e:
@@ -53,6 +56,19 @@ def _image_units(path: Path, settings) -> list[dict]:
                              thumb_side=img.thumb_side)
     return [{"space": "clip", "pixels": prepared.rgb, "width": prepared.width, "height": prepared.height,
              "thumbnail": prepared.thumbnail}]
+
+
+def _video_units(path: Path, settings) -> list[dict]:
+    from msearch.media import video
+
+    vs = settings.video
+    binary = video.ffmpeg_binary(vs.ffmpeg)
+    info = video.probe(path, binary)
+    scenes = video.scan(path, info, vs, binary, hwaccel=video.use_hwaccel(vs.hwaccel, binary))
+    media = json.dumps(info.as_dict())
+    return [{"space": "clip", "pixels": s.keyframe, "width": s.width, "height": s.height,
+             "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
+             "thumbnail": video.thumbnail(s, settings.image.thumb_side), "media": media} for s in scenes]
 
 
 def _text_units(path: Path, settings) -> list[dict]:

@@ -17,7 +17,7 @@ _UNIT_FIELDS = [
     ("unit", pa.int32()), ("n_units", pa.int32()), ("space", pa.string()), ("error", pa.string()),
     ("note", pa.string()), ("text", pa.string()), ("char_start", pa.int64()), ("char_end", pa.int64()),
     ("start_s", pa.float64()), ("end_s", pa.float64()), ("page", pa.int32()),
-    ("thumbnail", pa.binary()), ("decode_s", pa.float64()),
+    ("thumbnail", pa.binary()), ("decode_s", pa.float64()), ("media", pa.string()),
 ]
 
 UNITS = pa.schema(_UNIT_FIELDS + [("pixels", pa.binary()), ("width", pa.int32()), ("height", pa.int32())])

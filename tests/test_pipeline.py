@@ -103,3 +103,27 @@ def test_store_is_released_when_the_owner_stops(indexed, tmp_path):
     lib = Library(settings)  # opens: nobody else holds the stores now
     assert lib.status()["files"] == {"indexed": 1}
     lib.close()
+
+
+def test_videos_go_through_the_pipeline(ray_local, tmp_path, tiny_clip):
+    from conftest import make_video
+    from pipelines.index import run_index
+    from pipelines.owner import OwnerClient, get_owner, stop_owner
+
+    folder = tmp_path / "videos"
+    make_video(folder / "a.mkv", [("testsrc2", 2.0), ("smptebars", 2.0)], codec=["-c:v", "libx264", "-preset", "ultrafast"])
+    make_video(folder / "b.webm", [("color=c=blue", 12.0)], codec=["-c:v", "libvpx", "-deadline", "realtime"])
+    (folder / "c.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(200))
+    settings = make_settings(tmp_path / "data", models={"clip": tiny_clip, "text": "fake"})
+    try:
+        summary = run_index(settings, [str(folder)], progress=False)
+        assert summary["indexed"] == 2
+        assert [os.path.basename(f["path"]) for f in summary["failed"]] == ["c.mp4"]
+        owner = OwnerClient(get_owner(settings, create=False))
+        a = owner.show(str(folder / "a.mkv"))
+        assert [(u["start_s"], u["end_s"]) for u in a["units"]] == [(0.0, 2.0), (2.0, 4.0)]
+        b = owner.show(str(folder / "b.webm"))
+        assert len(b["units"]) == 2 and b["media"]["video_codec"] == "vp8"  # a 12 s static shot, split
+        assert owner.status()["kinds"]["video"] == {"indexed": 2, "failed": 1}
+    finally:
+        stop_owner(settings)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from msearch.settings import Settings
 
 # Which file kinds each space holds, and which spaces a text query of a kind searches.
-SPACE_KINDS: dict[str, tuple[str, ...]] = {"clip": ("image",), "text": ("text",)}
+SPACE_KINDS: dict[str, tuple[str, ...]] = {"clip": ("image", "video"), "text": ("text",)}
 ROLE_SETTING = {"clip": "MSEARCH_MODELS__CLIP", "text": "MSEARCH_MODELS__TEXT"}
 
 

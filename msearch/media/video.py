@@ -8,6 +8,7 @@ memory holds only the current scene's sampled candidates plus one keyframe per s
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import queue
@@ -94,6 +95,21 @@ def ffmpeg_binary(configured: str | None = None) -> str:
 
 
 _PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\] ")
+
+
+def use_hwaccel(mode: str, ffmpeg: str) -> bool:
+    """GPU decode when asked, or when 'auto' finds an NVIDIA GPU and an FFmpeg built for it."""
+    if mode == "none":
+        return False
+    if mode == "auto" and shutil.which("nvidia-smi") is None:
+        return False
+    return "cuda" in _hwaccels(ffmpeg)
+
+
+@functools.lru_cache(maxsize=4)
+def _hwaccels(ffmpeg: str) -> tuple[str, ...]:
+    out = subprocess.run([ffmpeg, "-hide_banner", "-hwaccels"], capture_output=True, text=True, timeout=30)
+    return tuple(line.strip() for line in out.stdout.splitlines()[1:] if line.strip())
 
 
 def _reason(stderr: str) -> str:

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS files (
     updated_at DOUBLE,
     indexed_at DOUBLE
 );
+ALTER TABLE files ADD COLUMN IF NOT EXISTS media VARCHAR;
 CREATE INDEX IF NOT EXISTS files_hash ON files (content_hash);
 CREATE INDEX IF NOT EXISTS files_path ON files (path);
 CREATE TABLE IF NOT EXISTS units (
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS units (
 
 FILE_COLUMNS = (
     "file_id", "path", "size", "mtime", "content_hash", "kind", "format", "status", "error",
-    "units_expected", "models", "timings", "updated_at", "indexed_at",
+    "units_expected", "models", "timings", "updated_at", "indexed_at", "media",
 )
 UNIT_COLUMNS = (
     "content_hash", "unit", "space", "kind", "start_s", "end_s", "page", "char_start",
@@ -133,7 +134,7 @@ class Catalog:
                 for row in rows:
                     full = {c: row.get(c) for c in FILE_COLUMNS}
                     full["updated_at"] = now
-                    for key in ("models", "timings"):
+                    for key in ("models", "timings", "media"):
                         if isinstance(full[key], (dict, list)):
                             full[key] = json.dumps(full[key], sort_keys=True)
                     self._con.execute(

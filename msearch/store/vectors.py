@@ -48,6 +48,7 @@ class Hit:
     id: str
     score: float
     payload: dict = field(default_factory=dict)
+    raw: float = 0.0  # the store's own similarity, before fusion (comparable within one space)
 
 
 def point_id(content_hash: str, unit: int, space: str, model: str) -> str:
