@@ -43,7 +43,26 @@ def main(root: Path) -> None:
             getattr(draw, shape)([80, 40, 240, 200], fill=color)
         img.save(path)
     (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
-    print(f"sample folder ready: {root} ({len(DOCS)} notes, {len(SHAPES)} images, 1 broken file)")
+    make_video(root / "videos" / "three-shots.mp4")
+    print(f"sample folder ready: {root} ({len(DOCS)} notes, {len(SHAPES)} images, 1 video, 1 broken file)")
+
+
+def make_video(path: Path) -> None:
+    """Three 4-second shots (cuts at 4 s and 8 s), made by FFmpeg's test sources."""
+    import subprocess
+
+    from msearch.media.video import ffmpeg_binary
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shots = ["testsrc2", "smptebars", "color=c=red"]
+    inputs = []
+    for name in shots:
+        sep = ":" if "=" in name else "="
+        inputs += ["-f", "lavfi", "-i", f"{name}{sep}size=640x360:rate=25:duration=4"]
+    graph = "".join(f"[{i}:v]" for i in range(len(shots))) + f"concat=n={len(shots)}:v=1[v]"
+    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *inputs, "-filter_complex", graph,
+                    "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
+                   check=True)
 
 
 if __name__ == "__main__":
