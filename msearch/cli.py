@@ -90,7 +90,7 @@ def cmd_index(settings: Settings, args) -> int:
     from msearch.files import check_roots
 
     check_roots(args.paths)  # a missing folder is an error before anything starts
-    from pipelines.cluster import connect
+    from pipelines.cluster import connect, stop_local
     from pipelines.index import format_summary, run_index
 
     started = connect(settings, verbose=args.verbose)
@@ -98,34 +98,9 @@ def cmd_index(settings: Settings, args) -> int:
         summary = run_index(settings, args.paths, progress=not args.json, verbose=args.verbose)
     finally:
         if started:
-            _stop_local(settings)
+            stop_local(settings)
     print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary))
     return EXIT_OK
-
-
-def _exit_if_stuck(after_s: float) -> None:
-    """Shutdown must not hang when the cluster is already going down with us."""
-    import os
-    import threading
-
-    def bail() -> None:
-        print(f"msearch: shutdown took over {after_s:.0f} s; exiting", file=sys.stderr, flush=True)
-        os._exit(EXIT_ERROR)
-
-    timer = threading.Timer(after_s, bail)
-    timer.daemon = True
-    timer.start()
-
-
-def _stop_local(settings: Settings) -> None:
-    import ray
-
-    from pipelines.owner import stop_owner
-
-    try:
-        stop_owner(settings)
-    finally:
-        ray.shutdown()
 
 
 # -- reaching the index ---------------------------------------------------------------------
@@ -143,13 +118,11 @@ class _Session:
             self.http = info["http"]
             return
         if info is not None:
-            import ray
-
-            from pipelines.cluster import connect
+            from pipelines.cluster import connect, disconnect
             from pipelines.owner import OwnerClient, get_owner
 
             connect(settings)
-            self._cleanup.append(ray.shutdown)
+            self._cleanup.append(disconnect)
             self.store = OwnerClient(get_owner(settings, create=False))
         else:
             from msearch.library import Library
@@ -318,49 +291,12 @@ def cmd_status(settings: Settings, args) -> int:
 
 # -- serve --------------------------------------------------------------------------------
 def cmd_serve(settings: Settings, args) -> int:
-    import signal
-    import threading
-
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
-    from pipelines.cluster import connect  # first: sets Ray's environment before ray is imported
-    from pipelines.owner import get_owner
-    from serve.app import build_app
+    from serve.main import run_server
 
-    import ray
-    from ray import serve
-
-    from msearch.owner import forget_runtime, write_runtime
-
-    started = connect(settings, verbose=args.verbose)
-    try:
-        get_owner(settings)
-        serve.start(http_options={"host": settings.host, "port": settings.port})
-        serve.run(build_app(settings), name="msearch", route_prefix="/", blocking=False)
-        url = f"http://{settings.host}:{settings.port}"
-        write_runtime(settings, http=url)
-        print(f"msearch is serving {settings.data_dir} at {url} (API docs: {url}/docs)")
-        if started and settings.dashboard:
-            print(f"Ray dashboard: http://{settings.dashboard_host}:{settings.dashboard_port} "
-                  "(Jobs: indexing runs; Serve: deployments and replicas)")
-        print("Press Ctrl-C to stop.", flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        stop.wait()
-    finally:
-        _exit_if_stuck(after_s=120)
-        forget_runtime(settings, "http")
-        if started:
-            _stop_local(settings)  # the store owner closes its stores, then the whole local Ray goes
-        else:
-            try:
-                serve.delete("msearch")
-            except Exception as e:  # the app may not have started; detaching anyway
-                log.debug("serve.delete: %s", e)
-            ray.shutdown()
-    return EXIT_OK
+    return run_server(settings, verbose=args.verbose)
 
 
 if __name__ == "__main__":

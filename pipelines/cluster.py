@@ -50,6 +50,20 @@ def connect(settings, *, job: bool = False, verbose: bool = False) -> bool:
     return True
 
 
+def disconnect() -> None:
+    ray.shutdown()
+
+
+def stop_local(settings) -> None:
+    """End a local Ray this process started: the store owner closes its stores first."""
+    from pipelines.owner import stop_owner
+
+    try:
+        stop_owner(settings)
+    finally:
+        ray.shutdown()
+
+
 def bind_replica_grpc_to_node_ip() -> None:
     """Make this Serve replica's inter-deployment gRPC server listen on the node's address.
 

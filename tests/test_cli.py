@@ -102,3 +102,39 @@ def test_a_second_owner_is_refused_at_once(cli):
     finally:
         lock.release()
     assert run("status").returncode == 0
+
+
+def test_serve_runs_until_signalled_and_the_cli_uses_it(cli):
+    import signal
+    import time
+
+    import httpx
+
+    from conftest import free_port
+
+    run, corpus, _, data_dir = cli
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+    env.update(MSEARCH_DATA_DIR=str(data_dir), MSEARCH_DASHBOARD="false", MSEARCH_PORT=str(port))
+    server = subprocess.Popen([*MSEARCH, "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "msearch serve did not come up"
+            time.sleep(0.5)
+        runtime = json.loads((data_dir / "owner.json").read_text())
+        assert runtime["http"] == f"http://127.0.0.1:{port}"
+        found = json.loads(run("search", "quarterly budget", "--kind", "text", "--json").stdout)
+        assert found[0]["path"] == str(corpus / "docs" / "budget.md")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=120)[0]
+    assert server.returncode == 0, output
+    assert not (data_dir / "owner.json").exists()
+    assert not wait_no_ray_processes()
