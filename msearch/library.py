@@ -241,10 +241,6 @@ class Library:
         self._drop_content(h)
         self._settle(run_id, h, "failed", error, 0, None)
 
-    def fail_paths(self, run_id: str, failures: list[dict]) -> None:
-        """Record files that failed before they had a content hash (unreadable, vanished)."""
-        self.claim(run_id, [{**f, "content_hash": None, "kind": None} for f in failures], {}, {})
-
     def finish_run(self, run_id: str) -> dict:
         """Fail what a run left half-done, then return its report."""
         with self._lock:

@@ -16,7 +16,7 @@ import numpy as np
 
 from msearch import sparse
 from msearch.errors import BadInput
-from msearch.media.image import prepare_image
+from msearch.media.image import prepare_image, rgb_image
 from msearch.media.text import chunk_text, read_text
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,6 @@ def _text_units(path: Path, settings) -> list[dict]:
     return [{"space": "text", "text": c.text, "char_start": c.start, "char_end": c.end} for c in chunks]
 
 
-def pixels_to_image(row: dict):
-    from PIL import Image
-
-    return Image.frombytes("RGB", (int(row["width"]), int(row["height"])), bytes(row["pixels"]))
-
-
 def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]:
     """Add ``vector`` (and for text, BM25 ``sparse_*``) to unit rows, batched per space.
 
@@ -100,7 +94,7 @@ def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]
             if embedder is None:
                 raise BadInput(f"no {space} model is loaded")
             if space == "clip":
-                vectors = embedder.embed_images([pixels_to_image(out[i]) for i in idx])
+                vectors = embedder.embed_images([rgb_image(out[i]["pixels"], out[i]["width"], out[i]["height"]) for i in idx])
             else:
                 vectors = embedder.embed_texts([out[i]["text"] for i in idx])
         except Exception as e:

@@ -23,9 +23,14 @@ class PreparedImage:
     thumbnail: bytes  # JPEG
 
     def to_pil(self):
-        from PIL import Image
+        return rgb_image(self.rgb, self.width, self.height)
 
-        return Image.frombytes("RGB", (self.width, self.height), self.rgb)
+
+def rgb_image(rgb: bytes, width: int, height: int):
+    """A PIL image over raw RGB pixels (how decoded frames travel between stages)."""
+    from PIL import Image
+
+    return Image.frombytes("RGB", (int(width), int(height)), bytes(rgb))
 
 
 def prepare_image(data: bytes, *, max_pixels: int, embed_side: int, thumb_side: int) -> PreparedImage:

@@ -344,9 +344,9 @@ def _merge(*parts: Scene) -> Scene:
 
 
 def keyframe_image(scene: Scene):
-    from PIL import Image
+    from msearch.media.image import rgb_image
 
-    return Image.frombytes("RGB", (scene.width, scene.height), scene.keyframe)
+    return rgb_image(scene.keyframe, scene.width, scene.height)
 
 
 def thumbnail(scene: Scene, side: int) -> bytes:
