@@ -114,6 +114,9 @@ class Library:
                 space = KIND_SPACE.get(kind)
                 if r.get("error"):
                     row.update(status="failed", error=r["error"])
+                    if h is None and old:  # unreadable now: keep what it was, in case it comes back
+                        row.update(content_hash=old["content_hash"], kind=old["kind"], format=old["format"])
+                        h = old["content_hash"]
                 elif kind is None:
                     fmt = r.get("format")
                     row.update(status="skipped", error="empty file" if fmt == "empty" else f"unrecognised content ({fmt})")

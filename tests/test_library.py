@@ -141,3 +141,21 @@ def test_store_survives_reopen(fake_settings, corpus, embedders):
         assert lib.status()["files"]["indexed"] == 9
     finally:
         lib.close()
+
+
+def test_a_file_that_becomes_unreadable_fails_without_losing_its_vectors(lib, fake_settings, corpus, embedders):
+    index_direct(lib, fake_settings, [corpus], embedders)
+    doc = str(corpus / "docs" / "gardening.txt")
+    before = _all_points(lib)
+    models = {role: e.model_id for role, e in embedders.items()}
+    lib.begin_run("r", models)
+    # What the hash stage reports for a file it cannot open (tests run as root, who opens anything).
+    assert lib.claim("r", [{"path": doc, "size": 1, "mtime": 1.0, "error": "cannot read: Permission denied"}],
+                     models, {}) == []
+    report = lib.finish_run("r")
+    assert report["failed"] == [{"path": doc, "error": "cannot read: Permission denied"}]
+    assert lib.show(doc)["status"] == "failed" and lib.show(doc)["kind"] == "text"
+    assert _all_points(lib) == before
+    report = index_direct(lib, fake_settings, [corpus], embedders)  # readable again
+    assert "gardening.txt" in _paths(report, "indexed")
+    assert _all_points(lib) == before
