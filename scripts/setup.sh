@@ -9,7 +9,9 @@ start=$(date +%s)
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+pip=(quiet .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+# pip warns about every empty entry of a local package index some machines configure.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 # torch first and alone, so that nothing else can pull a different build of it.
 if [ -n "${MSEARCH_TORCH_INDEX:-}" ]; then
   "${pip[@]}" --index-url "$MSEARCH_TORCH_INDEX" torch==2.13.0
