@@ -17,7 +17,7 @@ from pathlib import Path
 from msearch.media.video import ffmpeg_binary, probe, scan
 from msearch.settings import VideoSettings
 
-SOURCES = ["testsrc2", "smptehdbars", "color=c=gray", "gradients", "testsrc", "rgbtestsrc"]
+SOURCES = ["testsrc2", "smptehdbars", "color=c=gray", "gradients=seed=1", "testsrc", "rgbtestsrc"]
 
 
 def make(path: Path, minutes: float, ffmpeg: str) -> None:

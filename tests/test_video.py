@@ -18,7 +18,7 @@ SEGMENTS = [
     ("testsrc2", 3.0),
     ("smptebars", 2.0),
     ("color=c=0x2050a0", 24.0),
-    ("gradients", 3.0),
+    ("gradients=seed=1", 3.0),
     ("testsrc|fade=t=out:st=0.5:d=3", 4.0),
 ]
 CUTS = [3.0, 5.0, 29.0, 32.0]
@@ -161,3 +161,13 @@ def test_memory_stays_bounded_on_a_long_1080p_video(tmp_path):
     n_scenes, peak_mb = map(int, out.stdout.split())
     assert n_scenes >= 18  # three minutes cut every 10 s at least
     assert peak_mb < PEAK_RSS_MB, f"scene stage peaked at {peak_mb} MB"
+
+
+def test_rapid_cuts_shorter_than_the_sampling_interval(tmp_path):
+    flashes = [(src, 0.2) for src in ["testsrc2", "smptebars", "color=c=red", "color=c=white"] * 4]
+    video = make_video(tmp_path / "flashes.mp4", flashes + [("gradients=seed=1", 3.0)])
+    scenes = scan(video, probe(video, ffmpeg()), VideoSettings(), ffmpeg())
+    assert all(s.keyframe is not None and s.start_s <= s.keyframe_s < s.end_s for s in scenes)
+    assert scenes[0].start_s == 0 and scenes[-1].end_s == pytest.approx(6.2, abs=0.05)
+    assert all(s.length >= 1.0 for s in scenes)
+    assert scenes[-1].start_s == pytest.approx(3.2, abs=1 / FPS)  # the cut into the long shot is kept

@@ -52,8 +52,8 @@ class VideoInfo:
 class Scene:
     start_s: float
     end_s: float
-    keyframe_s: float
-    keyframe: bytes  # raw RGB
+    keyframe_s: float | None
+    keyframe: bytes | None  # raw RGB; None for a scene too short to hold a sampled frame
     width: int
     height: int
     sharpness: float = 0.0
@@ -297,6 +297,8 @@ def _close(scene: _Open, end: float, width: int, height: int) -> Scene:
     middle = [c for c in scene.candidates if lo <= c.t <= hi]
     mid = scene.start + length / 2
     pool = middle or sorted(scene.candidates, key=lambda c: abs(c.t - mid))[:1]
+    if not pool:  # shorter than the sampling interval: post_process merges it into a neighbour
+        return Scene(scene.start, end, None, None, width, height)
     best = max(pool, key=lambda c: (round(c.sharpness, 1), -abs(c.t - mid)))
     return Scene(scene.start, end, best.t, best.rgb, width, height, best.sharpness)
 
@@ -307,7 +309,7 @@ def post_process(scenes: list[Scene], min_len: float, max_scenes: int) -> list[S
     scenes = list(scenes)
     i = 0
     while len(scenes) > 1 and i < len(scenes):
-        if scenes[i].length < min_len:
+        if scenes[i].length < min_len or scenes[i].keyframe is None:
             j = i - 1 if i > 0 else i + 1
             a, b = sorted((i, j))
             scenes[a:b + 1] = [_merge(scenes[a], scenes[b])]
@@ -337,8 +339,8 @@ def _cap(scenes: list[Scene], k: int) -> list[Scene]:
 
 
 def _merge(*parts: Scene) -> Scene:
-    """One scene spanning ``parts``; its keyframe is that of the longest part."""
-    keep = max(parts, key=lambda s: s.length)
+    """One scene spanning ``parts``; its keyframe is that of the longest part that has one."""
+    keep = max(parts, key=lambda s: (s.keyframe is not None, s.length))
     return Scene(parts[0].start_s, parts[-1].end_s, keep.keyframe_s, keep.keyframe, keep.width, keep.height,
                  keep.sharpness)
 
