@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 def run_server(settings, verbose: bool = False) -> int:
     started = connect(settings, verbose=verbose)
+    # Our handlers replace the ones ray.init installs, and are in place before anything serves:
+    # a signal during start-up still ends in the orderly shutdown below.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         get_owner(settings)
         serve.start(http_options={"host": settings.host, "port": settings.port})
@@ -31,9 +36,6 @@ def run_server(settings, verbose: bool = False) -> int:
             print(f"Ray dashboard: http://{settings.dashboard_host}:{settings.dashboard_port} "
                   "(Jobs: indexing runs; Serve: deployments and replicas)")
         print("Press Ctrl-C to stop.", flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
         stop.wait()
     finally:
         _exit_if_stuck(after_s=120)
