@@ -188,3 +188,19 @@ def make_video(path: Path, segments: list[tuple[str, float]], fps: int = 25, siz
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     return path
+
+
+def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Poll ``url``/health until it answers 200, failing early if ``process`` exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, f"{process.args} exited with {process.returncode}"
+        assert time.monotonic() < deadline, f"{url} did not come up in {timeout} s"
+        time.sleep(0.5)

@@ -106,11 +106,8 @@ def test_a_second_owner_is_refused_at_once(cli):
 
 def test_serve_runs_until_signalled_and_the_cli_uses_it(cli):
     import signal
-    import time
 
-    import httpx
-
-    from conftest import free_port
+    from conftest import free_port, wait_for_health
 
     run, corpus, _, data_dir = cli
     port = free_port()
@@ -119,15 +116,7 @@ def test_serve_runs_until_signalled_and_the_cli_uses_it(cli):
     server = subprocess.Popen([*MSEARCH, "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "msearch serve did not come up"
-            time.sleep(0.5)
+        wait_for_health(f"http://127.0.0.1:{port}", server)
         runtime = json.loads((data_dir / "owner.json").read_text())
         assert runtime["http"] == f"http://127.0.0.1:{port}"
         found = json.loads(run("search", "quarterly budget", "--kind", "text", "--json").stdout)

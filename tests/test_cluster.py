@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import free_port, make_corpus, wait_no_ray_processes
+from conftest import free_port, make_corpus, wait_for_health, wait_no_ray_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -103,15 +103,7 @@ def test_serve_run_of_the_config_file(head, job, tiny_clip):
                             env=head["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve run did not come up"
-            time.sleep(1)
+        wait_for_health(url, proc)
         r = httpx.post(f"{url}/api/v1/search", json={"query": "quarterly budget", "kinds": ["text"]}, timeout=60)
         assert r.json()["results"][0]["path"] == str(corpus / "docs" / "budget.md")
     finally:
