@@ -17,7 +17,8 @@ stop() { kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true; }
 trap stop EXIT
 trap 'exit 130' INT TERM
 for _ in $(seq 180); do
-  curl -sf "$url/health" > /dev/null && break
+  # Ready: the app answers and the server has printed where it serves.
+  curl -sf "$url/health" > /dev/null && grep -q "Press Ctrl-C" .msearch-serve.log && break
   kill -0 $server 2>/dev/null || { cat .msearch-serve.log; exit 1; }
   sleep 1
 done
