@@ -102,7 +102,8 @@ class Library:
         """Record hashed files; return the ones whose content must be decoded and embedded."""
         with self._lock:
             known = self.catalog.files_by_path([r["path"] for r in rows])
-            updates, emit, garbage = [], [], []
+            updates, emit = [], []
+            leftovers, replaced = [], []  # contents about to be re-embedded; contents a path left
             for r in rows:
                 path, h, kind = r["path"], r.get("content_hash"), r.get("kind")
                 old = known.get(path)
@@ -139,19 +140,18 @@ class Library:
                         pass  # the same content is being embedded for another path: share it
                     else:
                         self._inflight[h] = run_id
-                        garbage.append(h)  # partial leftovers of an interrupted earlier try
+                        leftovers.append(h)  # partial units of an interrupted earlier try
                         emit.append({**r, "run_id": run_id})
                 if row["status"] in ("failed", "skipped"):
                     self._outcome(run_id, row["status"], path, row["error"])
                 updates.append(row)
                 if old and old["content_hash"] and old["content_hash"] != h:
-                    garbage.append(old["content_hash"])
+                    replaced.append(old["content_hash"])
             self.catalog.upsert_files(updates)
-            for h in garbage:
-                if h in self._inflight and self._inflight[h] == run_id and any(e["content_hash"] == h for e in emit):
-                    self._drop_content(h)
-                else:
-                    self._collect(h)
+            for h in leftovers:
+                self._drop_content(h)
+            for h in replaced:
+                self._collect(h)  # only once no other file refers to it
             return emit
 
     def _complete_copy(self, content_hash: str, models: dict) -> dict | None:
