@@ -60,9 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_index)
 
-    s = sub.add_parser("search", help="search by text, or by an example image")
+    s = sub.add_parser("search", help="search by text, or by an example image or sound")
     s.add_argument("text", nargs="?", metavar="TEXT")
     s.add_argument("--image", type=Path, metavar="FILE", help="search by this image instead of text")
+    s.add_argument("--audio", type=Path, metavar="FILE",
+                   help="search by this sound instead of text (its first MSEARCH_AUDIO__WINDOW_S seconds)")
     s.add_argument("--kind", action="append", dest="kinds", metavar="K",
                    help="only results of this kind (text, image, video, audio, page); repeatable")
     s.add_argument("--top-k", type=int, default=None, metavar="N")
@@ -181,22 +183,23 @@ def _http(method: str, url: str, **kwargs):
 def cmd_search(settings: Settings, args) -> int:
     from msearch.search import SearchService, check_kinds
 
-    if bool(args.text) == bool(args.image):
-        print("msearch: give either TEXT or --image FILE", file=sys.stderr)
+    if sum(map(bool, (args.text, args.image, args.audio))) != 1:
+        print("msearch: give one of TEXT, --image FILE or --audio FILE", file=sys.stderr)
         return EXIT_ERROR
     check_kinds(args.kinds)
-    data = None
-    if args.image:
+    data, example = None, "image" if args.image else "audio"
+    if args.image or args.audio:
+        query_file = args.image or args.audio
         try:
-            data = args.image.expanduser().read_bytes()
+            data = query_file.expanduser().read_bytes()
         except OSError as e:
-            print(f"msearch: cannot read {args.image}: {e.strerror}", file=sys.stderr)
+            print(f"msearch: cannot read {query_file}: {e.strerror}", file=sys.stderr)
             return EXIT_ERROR
     with _Session(settings, embed=True) as session:
         if session.http:
             if data is not None:
                 form = {"kinds": args.kinds or [], "top_k": args.top_k} if args.top_k else {"kinds": args.kinds or []}
-                r = _http("POST", f"{session.http}/api/v1/search/image", files={"file": ("query", data)}, data=form)
+                r = _http("POST", f"{session.http}/api/v1/search/{example}", files={"file": ("query", data)}, data=form)
             else:
                 r = _http("POST", f"{session.http}/api/v1/search",
                           json={"query": args.text, "kinds": args.kinds, "top_k": args.top_k})
@@ -204,7 +207,8 @@ def cmd_search(settings: Settings, args) -> int:
         else:
             service = SearchService(session.embedders, session.store, settings)
             if data is not None:
-                results = service.search_image(data, args.kinds, args.top_k)
+                search = service.search_image if example == "image" else service.search_audio
+                results = search(data, args.kinds, args.top_k)
             else:
                 results = service.search_text(args.text, args.kinds, args.top_k)
     if args.json:
@@ -259,6 +263,13 @@ def cmd_show(settings: Settings, args) -> int:
           f"  status {info['status']}")
     if info["error"]:
         print(f"  error: {info['error']}")
+    media = info.get("media") or {}
+    if media:
+        facts = ", ".join(f"{k} {v}" for k, v in media.items() if v is not None and not k.endswith("_error"))
+        print(f"  media: {facts}")
+        for key in ("audio_error", "speech_error"):
+            if media.get(key):
+                print(f"  {key.replace('_', ' ')}: {media[key]}")
     for u in info["units"]:
         where = f"chars {u['char_start']}-{u['char_end']}" if u["char_start"] is not None else ""
         if u["start_s"] is not None:

@@ -22,6 +22,9 @@ class ModelUnavailable(MsearchError):
 
     def __init__(self, role: str, model: str, setting: str, reason: str):
         self.role, self.model, self.setting, self.reason = role, model, setting, reason
+        if model == "none":
+            super().__init__(f"the {role} model is switched off ({setting}=none).")
+            return
         super().__init__(
             f"{role} model {model!r} is unavailable ({reason}). "
             f"Set {setting} to a local folder holding its weights."

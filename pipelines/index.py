@@ -15,7 +15,7 @@ import uuid
 
 import ray
 
-from msearch.embed import SPACE_KINDS, available_roles
+from msearch.embed import ROLE_PURPOSE, ROLES, SPACE_KINDS, SPEECH_ROLES, available_roles
 from msearch.files import check_roots, walk
 from msearch.settings import Settings, load_settings
 from pipelines import schema, stages
@@ -33,14 +33,21 @@ def model_ids(ok: dict[str, str]) -> dict[str, str]:
     return {role: (f"fake-{role}" if spec == "fake" else spec) for role, spec in ok.items()}
 
 
+def model_spec_off(settings: Settings, role: str) -> bool:
+    return getattr(settings.models, role) == "none"
+
+
 def run_index(settings: Settings, roots: list[str], progress: bool = True, verbose: bool = False) -> dict:
     """Index ``roots`` through the connected Ray cluster; returns the run summary."""
     started = time.perf_counter()
     paths = check_roots(roots)
     owner = OwnerClient(get_owner(settings))
-    ok, missing = available_roles(settings, tuple(SPACE_KINDS))
-    for message in missing.values():
-        log.warning("%s The files it would index are recorded as skipped.", message)
+    ok, missing = available_roles(settings, ROLES)
+    for role, message in missing.items():
+        if model_spec_off(settings, role):
+            log.info("%s model switched off: %s", role, ROLE_PURPOSE[role])
+        else:
+            log.warning("%s Until then %s.", message, ROLE_PURPOSE[role])
     models = model_ids(ok)
     run_id = uuid.uuid4().hex
     owner.begin_run(run_id, models)
@@ -59,7 +66,7 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         ctx.print_on_execution_start = verbose
         if not verbose:
             logging.getLogger("ray.data").setLevel(logging.ERROR)
-        written = _run_pipeline(settings, todo, run_id, models, missing, list(ok))
+        written = _run_pipeline(settings, todo, run_id, models, missing)
     report = owner.finish_run(run_id)
     summary = {
         "seen": len(entries),
@@ -68,55 +75,73 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         "failed": report.get("failed", []),
         "skipped": report.get("skipped", []),
         "units": written,
-        "missing_models": missing,
+        "missing_models": {r: m for r, m in missing.items() if not model_spec_off(settings, r)},
         "seconds": round(time.perf_counter() - started, 2),
     }
     return summary
 
 
-def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dict, missing: dict,
-                  roles: list[str]) -> int:
+def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dict, missing: dict) -> int:
     idx = settings.index
-    _check_resources(settings, embedding=bool(roles))
+    roles = [r for r in models if r in SPACE_KINDS]  # the models the embedding actors load
+    speech = all(r in models for r in SPEECH_ROLES)
+    cpus = _fit_cpus(settings, embedding=bool(roles), speech=speech)
     ds = ray.data.from_arrow(schema.table(todo, schema.FILES))
     ds = ds.map_batches(
-        stages.hash_and_claim, batch_size=idx.hash_batch_size, batch_format="pyarrow", num_cpus=HASH_CPUS,
+        stages.hash_and_claim, batch_size=idx.hash_batch_size, batch_format="pyarrow", num_cpus=cpus["hash"],
         fn_kwargs={"settings": settings, "run_id": run_id, "models": models, "missing": missing},
     )
+    if speech:
+        ds = ds.map_batches(
+            stages.Transcribe, batch_size=1, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=idx.whisper_actors),
+            num_cpus=cpus["whisper"], num_gpus=idx.whisper_num_gpus,
+            fn_constructor_kwargs={"settings": settings},
+        )
     ds = ds.map_batches(stages.decode, batch_size=idx.decode_batch_size, batch_format="pyarrow",
-                        num_cpus=idx.decode_num_cpus, fn_kwargs={"settings": settings})
+                        num_cpus=cpus["decode"], fn_kwargs={"settings": settings, "models": models})
     if roles:
         ds = ds.map_batches(
             stages.EmbedUnits, batch_size=idx.embed_batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=idx.embed_actors),
-            num_cpus=idx.embed_num_cpus, num_gpus=idx.embed_num_gpus,
+            num_cpus=cpus["embed"], num_gpus=idx.embed_num_gpus,
             fn_constructor_kwargs={"settings": settings, "roles": roles},
         )
     ds = ds.map_batches(stages.write, batch_size=idx.write_batch_size, batch_format="pyarrow",
-                        num_cpus=WRITE_CPUS, fn_kwargs={"settings": settings})
+                        num_cpus=cpus["write"], fn_kwargs={"settings": settings})
     units = 0
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         units += sum(batch.column("units").to_pylist())
     return units
 
 
-def _check_resources(settings: Settings, embedding: bool) -> None:
-    """Warn before a run that cannot start at once: Ray Data would wait silently for resources."""
+def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> dict[str, float]:
+    """CPU requests per stage, scaled down when the cluster cannot hold the actor pools plus a
+    task at once (a small machine, or Serve replicas holding some): Ray Data would otherwise
+    wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores."""
     idx = settings.index
-    need = {"CPU": HASH_CPUS + idx.decode_num_cpus + WRITE_CPUS}
-    if embedding:
-        need["CPU"] += idx.embed_actors * idx.embed_num_cpus
-        if idx.embed_num_gpus:
-            need["GPU"] = idx.embed_actors * idx.embed_num_gpus
+    cpus = {"hash": HASH_CPUS, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
+            "embed": idx.embed_num_cpus if embedding else 0.0, "whisper": idx.whisper_num_cpus if speech else 0.0}
+    actors = idx.embed_actors * cpus["embed"] + idx.whisper_actors * cpus["whisper"]
+    least = actors + max(cpus["hash"], cpus["decode"], cpus["write"])  # what must fit at one time
+    gpus = (idx.embed_actors * idx.embed_num_gpus if embedding else 0) + \
+        (idx.whisper_actors * idx.whisper_num_gpus if speech else 0)
     total, free = ray.cluster_resources(), ray.available_resources()
-    for name, amount in need.items():
-        if total.get(name, 0) < amount:
-            log.warning("the indexing pipeline needs %.2f %s but the Ray cluster has %.2f; it waits until "
-                        "the cluster grows (see MSEARCH_INDEX__* and MSEARCH_RAY_NUM_CPUS)",
-                        amount, name, total.get(name, 0))
-        elif free.get(name, 0) < amount:
-            log.warning("the indexing pipeline needs %.2f %s and %.2f are free now; it may wait for "
-                        "other work (e.g. Serve replicas) to release them", amount, name, free.get(name, 0))
+    if gpus and total.get("GPU", 0) < gpus:
+        log.warning("the indexing pipeline needs %.2f GPU but the Ray cluster has %.2f; it waits until the "
+                    "cluster grows (see MSEARCH_INDEX__*_NUM_GPUS)", gpus, total.get("GPU", 0))
+    have = free.get("CPU", 0.0)
+    if have >= least:
+        return cpus
+    if have <= 0.05:
+        log.warning("the indexing pipeline needs %.2f CPU and the Ray cluster has %.2f free; it waits until "
+                    "the cluster grows or other work ends (see MSEARCH_INDEX__* and MSEARCH_RAY_NUM_CPUS)",
+                    least, have)
+        return cpus
+    factor = 0.9 * have / least
+    log.info("the indexing pipeline needs %.2f CPU at once and %.2f are free: CPU requests scaled by %.2f",
+             least, have, factor)
+    return {stage: value * factor for stage, value in cpus.items()}
 
 
 def format_summary(summary: dict, limit: int = 20) -> str:

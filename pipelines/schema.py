@@ -10,6 +10,7 @@ FILES = pa.schema([
 HASHED = pa.schema([
     ("run_id", pa.string()), ("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
     ("content_hash", pa.string()), ("kind", pa.string()), ("format", pa.string()), ("error", pa.string()),
+    ("speech", pa.string()),  # the transcript (JSON) of an audio or video file
 ])
 
 _UNIT_FIELDS = [
@@ -20,7 +21,8 @@ _UNIT_FIELDS = [
     ("thumbnail", pa.binary()), ("decode_s", pa.float64()), ("media", pa.string()),
 ]
 
-UNITS = pa.schema(_UNIT_FIELDS + [("pixels", pa.binary()), ("width", pa.int32()), ("height", pa.int32())])
+UNITS = pa.schema(_UNIT_FIELDS + [("pixels", pa.binary()), ("width", pa.int32()), ("height", pa.int32()),
+                                  ("audio", pa.binary())])
 
 EMBEDDED = pa.schema(_UNIT_FIELDS + [
     ("vector", pa.list_(pa.float32())), ("model", pa.string()), ("embed_s", pa.float64()),

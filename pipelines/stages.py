@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pyarrow as pa
 import ray
 
-from msearch.embed import build_embedder
+from msearch.embed import build_embedder, build_transcriber
 from msearch.files import hash_and_sniff
-from msearch.units import decode_file, embed_units
+from msearch.units import decode_file, embed_units, transcribe_file
 from pipelines import schema
 from pipelines.owner import NAMESPACE
 
@@ -32,11 +33,38 @@ def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing
     return schema.table(emit, schema.HASHED)
 
 
-def decode(batch: pa.Table, settings) -> pa.Table:
-    start = time.perf_counter()
-    units = [u for r in batch.to_pylist() for u in decode_file(r, settings)]
-    log.info("decode: %d files -> %d units in %.2fs", batch.num_rows, len(units), time.perf_counter() - start)
-    return schema.table(units, schema.UNITS)
+class Transcribe:
+    """A transcription actor: loads Whisper on the first audio or video file, adds ``speech``."""
+
+    def __init__(self, settings):
+        logging.basicConfig(level=settings.log_level)
+        self.settings = settings
+        self._model = None
+
+    def _transcriber(self):
+        if self._model is None:
+            threads = max(1, math.ceil(self.settings.index.whisper_num_cpus))
+            self._model = build_transcriber(self.settings, cpu_threads=threads)
+        return self._model
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        start = time.perf_counter()
+        rows = [transcribe_file(r, self._transcriber, self.settings) for r in batch.to_pylist()]
+        timed = sum(1 for r in rows if r.get("speech"))
+        if timed:
+            log.info("transcribe: %d of %d files in %.2fs", timed, len(rows), time.perf_counter() - start)
+        return schema.table(rows, schema.HASHED)
+
+
+def decode(batch: pa.Table, settings, models: dict):
+    """Yields blocks of units: a long recording's windows stream on while it is still decoding."""
+    for r in batch.to_pylist():
+        start = time.perf_counter()
+        n = 0
+        for chunk in decode_file(r, settings, models):
+            n += len(chunk)
+            yield schema.table(chunk, schema.UNITS)
+        log.info("decode: %s -> %d units in %.2fs", r["path"], n, time.perf_counter() - start)
 
 
 class EmbedUnits:

@@ -8,6 +8,7 @@ export MSEARCH_PORT=${MSEARCH_PORT:-8000}
 url="http://127.0.0.1:$MSEARCH_PORT"
 bin=.venv/bin
 
+bash scripts/system-deps.sh || echo "(espeak-ng could not be installed: the sample has no speech)"
 "$bin/python" scripts/make_sample.py sample
 
 echo "== starting msearch serve (Ray, store owner, Serve app on $url)"
@@ -30,6 +31,8 @@ echo "== msearch index sample   (runs on the Ray cluster of the server above)"
 
 echo "== msearch search \"how much money will we spend next year\""
 "$bin/msearch" search "how much money will we spend next year" --top-k 3
+echo "== msearch search \"the interviewee says budget\"   (speech, with the moment it is said)"
+"$bin/msearch" search "the interviewee says budget" --kind audio --kind video --top-k 3
 echo "== msearch search \"红色汽车在雨中\""
 "$bin/msearch" search "红色汽车在雨中" --top-k 3
 echo "== POST $url/api/v1/search"

@@ -1,5 +1,6 @@
 """Write a small sample folder: text notes in English and Chinese (one in GBK), drawn images,
-and one broken file, so that a first run shows every outcome. Usage: make_sample.py DIR"""
+a video, spoken recordings (when espeak-ng is installed) and one broken file, so that a first
+run shows every outcome. Usage: make_sample.py DIR"""
 
 import sys
 from pathlib import Path
@@ -43,12 +44,42 @@ def main(root: Path) -> None:
             getattr(draw, shape)([80, 40, 240, 200], fill=color)
         img.save(path)
     (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
-    make_video(root / "videos" / "three-shots.mp4")
-    print(f"sample folder ready: {root} ({len(DOCS)} notes, {len(SHAPES)} images, 1 video, 1 broken file)")
+    spoken = make_speech(root / "audio")
+    make_video(root / "videos" / "three-shots.mp4", spoken.get("interview.wav"))
+    voice = f"{len(spoken)} spoken recordings" if spoken else "no recordings (install espeak-ng for speech)"
+    print(f"sample folder ready: {root} ({len(DOCS)} notes, {len(SHAPES)} images, 1 video, {voice}, 1 broken file)")
 
 
-def make_video(path: Path) -> None:
-    """Three 4-second shots (cuts at 4 s and 8 s), made by FFmpeg's test sources."""
+SPEECH = {  # file: (seconds of silence first, what is said)
+    "interview.wav": (3.0, "The interviewee says the budget for the documentary is final."),
+    "voice-memo.mp3": (1.0, "Remember to call the harbour office about the ferry timetable."),
+}
+
+
+def make_speech(folder: Path) -> dict[str, Path]:
+    """Spoken recordings made by espeak-ng (none when it is not installed)."""
+    import shutil
+    import subprocess
+
+    from msearch.media.video import ffmpeg_binary
+
+    if shutil.which("espeak-ng") is None:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for name, (lead, words) in SPEECH.items():
+        raw = folder / f".{name}.raw.wav"
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(raw), words], check=True, capture_output=True)
+        subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(raw), "-af",
+                        f"adelay={int(lead * 1000)}:all=1,apad=pad_dur=1", str(folder / name)], check=True)
+        raw.unlink()
+        made[name] = folder / name
+    return made
+
+
+def make_video(path: Path, soundtrack: Path | None = None) -> None:
+    """Three 4-second shots (cuts at 4 s and 8 s), made by FFmpeg's test sources; with a spoken
+    soundtrack when one is given."""
     import subprocess
 
     from msearch.media.video import ffmpeg_binary
@@ -60,9 +91,11 @@ def make_video(path: Path) -> None:
         sep = ":" if "=" in name else "="
         inputs += ["-f", "lavfi", "-i", f"{name}{sep}size=640x360:rate=25:duration=4"]
     graph = "".join(f"[{i}:v]" for i in range(len(shots))) + f"concat=n={len(shots)}:v=1[v]"
-    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *inputs, "-filter_complex", graph,
-                    "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
-                   check=True)
+    sound = ["-i", str(soundtrack), "-map", f"{len(shots)}:a", "-af", "apad", "-c:a", "aac", "-shortest"] \
+        if soundtrack else []
+    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *inputs, *sound[:2],
+                    "-filter_complex", graph, "-map", "[v]", *sound[2:], "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
 
 
 if __name__ == "__main__":

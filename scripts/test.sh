@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/msearch ]; then
   bash scripts/setup.sh
 fi
+bash scripts/system-deps.sh
 exec .venv/bin/python -m pytest -q "$@"

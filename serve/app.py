@@ -63,7 +63,7 @@ def http_error(e: MsearchError) -> HTTPException:
 
 
 class QueryEmbedder:
-    """One model role (clip or text) for query embedding; replicas autoscale."""
+    """One model role (clip, text or clap) for query embedding; replicas autoscale."""
 
     def __init__(self, settings: Settings, role: str):
         from pipelines.cluster import bind_replica_grpc_to_node_ip
@@ -91,6 +91,9 @@ class QueryEmbedder:
     def embed_images(self, images) -> list[list[float]]:
         return self._model().embed_images(images).tolist()
 
+    def embed_audios(self, clips: list[bytes]) -> list[list[float]]:
+        return self._model().embed_audios(clips).tolist()
+
 
 class _HandleEmbedder:
     """Calls a QueryEmbedder deployment from a sync endpoint (runs in FastAPI's threadpool)."""
@@ -103,6 +106,9 @@ class _HandleEmbedder:
 
     def embed_images(self, images):
         return self.handle.embed_images.remote(list(images)).result()
+
+    def embed_audios(self, clips):
+        return self.handle.embed_audios.remote(list(clips)).result()
 
 
 @serve.ingress(api)
@@ -155,12 +161,25 @@ class SearchAPI:
         kinds: Annotated[list[str] | None, Form()] = None,
         top_k: Annotated[int | None, Form()] = None,
     ) -> dict:
+        return self._by_example(self.service.search_image, file, kinds, top_k)
+
+    @api.post("/api/v1/search/audio", response_model=SearchResponse)
+    def search_audio(
+        self,
+        file: Annotated[UploadFile, File(description="An example sound (any format FFmpeg reads); "
+                                                     "its first MSEARCH_AUDIO__WINDOW_S seconds are used.")],
+        kinds: Annotated[list[str] | None, Form()] = None,
+        top_k: Annotated[int | None, Form()] = None,
+    ) -> dict:
+        return self._by_example(self.service.search_audio, file, kinds, top_k)
+
+    def _by_example(self, search, file: UploadFile, kinds, top_k) -> dict:
         start = time.perf_counter()
         data = file.file.read(self.settings.serve.max_upload_bytes + 1)
         if len(data) > self.settings.serve.max_upload_bytes:
             raise HTTPException(413, f"upload over {self.settings.serve.max_upload_bytes} bytes")
         try:
-            results = self.service.search_image(data, kinds, top_k)
+            results = search(data, kinds, top_k)
         except MsearchError as e:
             raise http_error(e) from e
         return {"query": None, "took_ms": round((time.perf_counter() - start) * 1000, 2), "results": results}

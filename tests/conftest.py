@@ -26,7 +26,7 @@ from msearch.settings import Settings, ray_environment  # noqa: E402
 ray_environment()
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import build_tiny_clip  # noqa: E402
+from tiny_models import build_tiny_clap, build_tiny_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,9 +36,16 @@ def tiny_clip(tmp_path_factory) -> str:
     return build_tiny_clip(str(tmp_path_factory.mktemp("tiny-clip")))
 
 
+@pytest.fixture(scope="session")
+def tiny_clap(tmp_path_factory) -> str:
+    return build_tiny_clap(str(tmp_path_factory.mktemp("tiny-clap")))
+
+
 def make_settings(data_dir: Path, **overrides) -> Settings:
+    """Test settings; the sound and speech models are off unless a test names them."""
     base = {"data_dir": data_dir, "dashboard": False, "ray_num_cpus": 2}
     base.update(overrides)
+    base["models"] = {"clap": "none", "whisper": "none", **base.get("models", {})}
     return Settings(**base)
 
 
@@ -116,23 +123,31 @@ def ray_local():
     assert not left, f"Ray processes left behind: {left}"
 
 
-def index_direct(library, settings, roots, embedders, missing=None) -> dict:
-    """The pipeline's stages run in this process, in order (for tests of the core without Ray)."""
+def index_direct(library, settings, roots, embedders, missing=None, transcriber=None, reverse=False) -> dict:
+    """The pipeline's stages run in this process, in order (for tests of the core without Ray).
+
+    ``reverse`` writes the unit batches last first (blocks may reach the writer in any order).
+    """
     import uuid
 
     from msearch.files import hash_and_sniff, walk
-    from msearch.units import decode_file, embed_units
+    from msearch.units import decode_file, embed_units, transcribe_file
 
     models = {role: e.model_id for role, e in embedders.items()}
+    if transcriber is not None:
+        models["whisper"] = transcriber.model_id
     run_id = uuid.uuid4().hex
     library.begin_run(run_id, models)
     entries = list(walk([Path(r) for r in roots], exclude=[settings.data_dir]))
     todo = library.plan(run_id, entries, models)
     rows = [{**hash_and_sniff(e["path"], settings.text.suffixes), "run_id": run_id} for e in todo]
     emit = library.claim(run_id, rows, models, missing or {})
-    units = [u for r in emit for u in decode_file(r, settings)]
-    for i in range(0, len(units), 7):  # several write batches, as the pipeline does
-        library.write(embed_units(units[i:i + 7], embedders))
+    if transcriber is not None:
+        emit = [transcribe_file(r, lambda: transcriber, settings) for r in emit]
+    units = [u for r in emit for chunk in decode_file(r, settings, models) for u in chunk]
+    batches = [units[i:i + 7] for i in range(0, len(units), 7)]  # several write batches, as the pipeline does
+    for batch in reversed(batches) if reverse else batches:
+        library.write(embed_units(batch, embedders))
     return library.finish_run(run_id)
 
 
@@ -188,6 +203,49 @@ def make_video(path: Path, segments: list[tuple[str, float]], fps: int = 25, siz
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     return path
+
+
+def speak(path: Path, text: str, lead_s: float = 0.0, tail_s: float = 0.5, voice: str = "en-us") -> Path:
+    """``text`` spoken by espeak-ng after ``lead_s`` seconds of silence, encoded by ``path``'s suffix.
+
+    Returns the path; the speech's own length is ``speech_seconds(path) - lead_s - tail_s``.
+    """
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng; .ci/run does)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_name(path.name + ".espeak.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
+    pad = f"adelay={int(lead_s * 1000)}:all=1,apad=pad_dur={tail_s}"
+    subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(raw), "-af", pad,
+                    "-ar", "44100", str(path)], check=True, capture_output=True, timeout=120)
+    raw.unlink()
+    return path
+
+
+def sound_file(path: Path) -> Path:
+    """25 s of five different 5 s sounds, so that overlapping windows all differ."""
+    parts = ["sine=frequency=220", "anoisesrc=color=pink:amplitude=0.4:seed=1", "sine=frequency=1800",
+             "anoisesrc=color=brown:amplitude=0.5:seed=2", "sine=frequency=600"]
+    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y"]
+    for p in parts:
+        cmd += ["-f", "lavfi", "-i", f"{p}:duration=5"]
+    graph = "".join(f"[{i}]aresample=48000,aformat=channel_layouts=mono[a{i}];" for i in range(len(parts)))
+    graph += "".join(f"[a{i}]" for i in range(len(parts))) + f"concat=n={len(parts)}:v=0:a=1"
+    subprocess.run([*cmd, "-filter_complex", graph, str(path)], check=True, timeout=60)
+    return path
+
+
+def speech_span(path: Path) -> tuple[float, float]:
+    """Where sound is in a file (start and end of samples above -50 dBFS), in seconds."""
+    import numpy as np
+
+    from msearch.media import audio
+
+    samples = np.concatenate(list(audio.pcm_blocks(path, ffmpeg(), 16000, 60)))
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 32768 * 10 ** (-50 / 20))
+    return loud[0] / 16000, loud[-1] / 16000
 
 
 def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 240) -> None:

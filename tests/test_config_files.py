@@ -25,7 +25,9 @@ def test_serve_config_names_the_deployments_build_app_makes():
     (app,) = config["applications"]
     assert app["import_path"] == "serve.app:app_builder"
     names = {d["name"] for d in app["deployments"]}
-    assert names == {"embed-clip", "embed-text", "search-api"}
+    from msearch.embed import SPACE_KINDS
+
+    assert names == {f"embed-{space}" for space in SPACE_KINDS} | {"search-api"}
     for d in app["deployments"]:
         if d["name"].startswith("embed-"):
             auto = d["autoscaling_config"]

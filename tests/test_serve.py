@@ -6,11 +6,20 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import free_port, listeners, make_corpus, make_settings, non_loopback, wait_no_ray_processes
+from conftest import (
+    ffmpeg,
+    free_port,
+    listeners,
+    make_corpus,
+    make_settings,
+    non_loopback,
+    sound_file,
+    wait_no_ray_processes,
+)
 
 
 @pytest.fixture(scope="module")
-def http(tmp_path_factory, tiny_clip, minilm_id):
+def http(tmp_path_factory, tiny_clip, tiny_clap, minilm_id):
     before = listeners()
     import ray
     from ray import serve
@@ -22,9 +31,13 @@ def http(tmp_path_factory, tiny_clip, minilm_id):
 
     tmp = tmp_path_factory.mktemp("serve")
     corpus = make_corpus(tmp / "corpus")
-    settings = make_settings(tmp / "data", models={"clip": tiny_clip, "text": minilm_id}, port=free_port())
+    sounds = tmp / "sounds"
+    sounds.mkdir()
+    sound_file(sounds / "mix.wav")
+    settings = make_settings(tmp / "data", models={"clip": tiny_clip, "text": minilm_id, "clap": tiny_clap},
+                             port=free_port())
     assert connect(settings) is True
-    run_index(settings, [str(corpus)], progress=False)
+    run_index(settings, [str(corpus), str(sounds)], progress=False)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name="msearch", route_prefix="/", blocking=False)
     with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=60) as client:
@@ -38,7 +51,7 @@ def http(tmp_path_factory, tiny_clip, minilm_id):
 def test_health(http):
     client, _, _ = http
     body = client.get("/health").json()
-    assert body["status"] == "ok" and body["query_models"] == ["clip", "text"]
+    assert body["status"] == "ok" and body["query_models"] == ["clap", "clip", "text"]
 
 
 def test_text_search_with_kinds(http):
@@ -85,6 +98,22 @@ def test_bad_requests_get_clear_errors(http, body, code):
     assert r.json()["detail"]
 
 
+def test_sound_search(http):
+    from msearch.media import audio
+
+    client, corpus, _ = http
+    mix = corpus.parent / "sounds" / "mix.wav"
+    window = list(audio.windows(mix, ffmpeg(), 48000, 10, 5, 60, -60))[1]
+    r = client.post("/api/v1/search/audio", files={"file": ("q.wav", audio.wav_bytes(window.samples, 48000))},
+                    data={"kinds": ["audio"]})
+    assert r.status_code == 200, r.text
+    first = r.json()["results"][0]
+    assert first["path"] == str(mix) and first["kind"] == "audio"
+    assert (first["start_s"], first["end_s"]) == (window.start_s, window.end_s)
+    bad = client.post("/api/v1/search/audio", files={"file": ("q.wav", b"RIFF\x00\x00WAVE nonsense")})
+    assert bad.status_code == 400 and "ffmpeg" in bad.json()["detail"]
+
+
 def test_bad_uploads_and_unknown_thumbnails(http):
     client, _, _ = http
     r = client.post("/api/v1/search/image", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
@@ -96,7 +125,7 @@ def test_bad_uploads_and_unknown_thumbnails(http):
 def test_files_status_and_docs(http):
     client, corpus, _ = http
     status = client.get("/api/v1/status").json()
-    assert status["files"] == {"indexed": 9, "failed": 1, "skipped": 2}
+    assert status["files"] == {"indexed": 10, "failed": 1, "skipped": 2}  # 9 of the corpus, 1 sound
     from msearch.library import file_id_for
 
     shown = client.get(f"/api/v1/files/{file_id_for(str(corpus / 'docs' / 'budget.md'))}").json()

