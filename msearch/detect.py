@@ -59,6 +59,11 @@ def sniff(head: bytes, suffix: str = "", text_suffixes: tuple[str, ...] = ()) ->
         return Detected("video", "asf")
     if head.startswith(b"%PDF-"):
         return Detected("page", "pdf")
+    if head.startswith(b"PK\x03\x04"):
+        from msearch.media.document import office_format
+
+        fmt = office_format(head)
+        return Detected("text", fmt) if fmt else Detected(None, "zip archive")
     if head.startswith(b"fLaC"):
         return Detected("audio", "flac")
     if head.startswith(b"OggS"):

@@ -35,7 +35,7 @@ def file_id_for(path: str) -> str:
     return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
 
 
-def thumb_id_for(content_hash: str, unit: int) -> str:
+def thumb_id_for(content_hash: str, unit: int | str) -> str:
     return hashlib.blake2b(f"{content_hash}:{unit}".encode(), digest_size=16).hexdigest()
 
 
@@ -208,7 +208,8 @@ class Library:
                 for u in rows:
                     thumb = None
                     if u.get("thumbnail"):
-                        thumb = thumb_id_for(u["content_hash"], u["unit"])
+                        # Units of one picture, page or scene share its thumbnail (thumb_key).
+                        thumb = thumb_id_for(u["content_hash"], u.get("thumb_key") or u["unit"])
                         self._save_thumb(thumb, u["thumbnail"])
                     pid = point_id(u["content_hash"], u["unit"], space, model)
                     text = u.get("text")
@@ -220,7 +221,7 @@ class Library:
                     sparse = None
                     if u.get("sparse_indices") is not None:
                         sparse = (list(u["sparse_indices"]), list(u["sparse_values"]))
-                    points.append(PointData(pid, payload, list(u["vector"]), sparse))
+                    points.append(PointData(pid, payload, list(u["vector"]), sparse, u.get("multi")))
                     unit_rows.append({**payload, "text": text, "char_start": u.get("char_start"),
                                       "char_end": u.get("char_end"), "point_id": pid, "model": model})
                 self.vectors.upsert(space, points)
@@ -287,6 +288,8 @@ class Library:
 
     def _save_thumb(self, thumb_id: str, data: bytes) -> None:
         path = self._thumb_path(thumb_id)
+        if path.is_file() and path.stat().st_size == len(data):
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
@@ -319,8 +322,12 @@ class Library:
         for hit in fused:
             p = hit.payload
             for f in files.get(p["content_hash"], []):
-                # The best unit per file; for videos and audio, each separate moment.
-                key = (f["file_id"], p.get("start_s")) if p["kind"] in TIMED_KINDS else f["file_id"]
+                # The best unit per file; for videos and audio each moment, for documents each page.
+                key = f["file_id"]
+                if p["kind"] in TIMED_KINDS:
+                    key = (key, p.get("start_s"))
+                elif p["kind"] == "page":  # each matching page of a document
+                    key = (key, p.get("page"))
                 if key in seen:
                     continue
                 seen.add(key)
@@ -425,7 +432,8 @@ def merge_moments(hits: list[Hit], margin: float = MERGE_MARGIN) -> list[Hit]:
 
 
 def join_moments(hits: list[Hit]) -> list[Hit]:
-    """The keyframe, the sound and the speech of the same moment of a file become one hit.
+    """The keyframe, the sound and the speech of the same moment of a file become one hit (and
+    the text chunks and the image of the same document page).
 
     In score order, a timed hit joins the first moment of its file whose span it overlaps; the
     moment keeps its best member's span, adds up the members' scores (as reciprocal rank fusion
@@ -436,12 +444,15 @@ def join_moments(hits: list[Hit]) -> list[Hit]:
     by_file: dict[str, list[int]] = defaultdict(list)
     for hit in sorted(hits, key=lambda h: (-h.score, h.id)):
         p = hit.payload
-        if p.get("kind") not in TIMED_KINDS or p.get("start_s") is None:
+        timed = p.get("kind") in TIMED_KINDS and p.get("start_s") is not None
+        paged = p.get("kind") == "page" and p.get("page") is not None
+        if not (timed or paged):
             moments.append(hit)
             continue
         for i in by_file[p["content_hash"]]:
             m = moments[i].payload
-            if p["start_s"] < m["end_s"] and m["start_s"] < p["end_s"]:
+            if (paged and m.get("page") == p["page"]) or \
+                    (timed and p["start_s"] < m["end_s"] and m["start_s"] < p["end_s"]):
                 joined = {**m, "text": m.get("text") or p.get("text"), "thumbnail": m.get("thumbnail") or p.get("thumbnail")}
                 moments[i] = Hit(moments[i].id, moments[i].score + hit.score, joined, moments[i].raw)
                 break

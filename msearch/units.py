@@ -16,9 +16,9 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from msearch import sparse
-from msearch.embed import ROLES, SPEECH_ROLES
+from msearch.embed import ROLES, SPEECH_ROLES, pooled
 from msearch.errors import BadInput
-from msearch.media.image import prepare_image, rgb_image
+from msearch.media.image import large_image, prepare_image, rgb_image
 from msearch.media.text import chunk_text, read_text
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,11 @@ def _units(row: dict, settings, roles: set[str], media: dict, notes: list[str]) 
     path = Path(row["path"])
     match row["kind"]:
         case "image":
-            yield from _image_units(path, settings)
+            yield from _image_units(path, settings, roles, media, notes)
         case "text":
-            yield from _text_units(path, settings)
+            yield from _text_units(path, settings, row.get("format") or "", media)
+        case "page":
+            yield from _page_units(path, settings, roles, media, notes)
         case "video":
             yield from _video_units(path, settings, roles, row.get("speech"), media, notes)
         case "audio":
@@ -86,12 +88,74 @@ def _units(row: dict, settings, roles: set[str], media: dict, notes: list[str]) 
             raise BadInput(f"no decoder for {kind} files")
 
 
-def _image_units(path: Path, settings) -> list[dict]:
+def _image_units(path: Path, settings, roles: set[str], media: dict, notes: list[str]) -> Iterator[dict]:
     img = settings.image
-    prepared = prepare_image(path.read_bytes(), max_pixels=img.max_pixels, embed_side=img.embed_side,
+    data = path.read_bytes()
+    prepared = prepare_image(data, max_pixels=img.max_pixels, embed_side=img.embed_side,
                              thumb_side=img.thumb_side)
-    return [{"space": "clip", "pixels": prepared.rgb, "width": prepared.width, "height": prepared.height,
-             "thumbnail": prepared.thumbnail}]
+    if "clip" in roles:
+        yield {"space": "clip", "pixels": prepared.rgb, "width": prepared.width, "height": prepared.height,
+               "thumbnail": prepared.thumbnail, "thumb_key": "image"}
+    else:
+        notes.append("pictures need a CLIP model")
+    if "ocr" in roles:
+        from msearch import ocr
+
+        text = ocr.read_text(large_image(data, max_pixels=img.max_pixels, max_side=settings.ocr.max_side), settings)
+        media["ocr_chars"] = len(text)
+        if not text:
+            notes.append("no text found in it")
+        for u in _chunks(text, settings):
+            yield {**u, "thumbnail": prepared.thumbnail, "thumb_key": "image", "ocr": True}
+
+
+def _chunks(text: str, settings) -> list[dict]:
+    chunks = chunk_text(text, settings.text.chunk_chars, settings.text.chunk_overlap)
+    return [{"space": "text", "text": c.text, "char_start": c.start, "char_end": c.end} for c in chunks]
+
+
+def _page_units(path: Path, settings, roles: set[str], media: dict, notes: list[str]) -> Iterator[dict]:
+    """Per PDF page: text-layer chunks (or, for a page without one, the text OCR reads on its
+    image), and the page image for late-interaction page search; all carry the page number."""
+    from msearch.media.document import pdf_pages
+
+    ps, side = settings.pages, settings.pages.render_side
+    pages = ocr_pages = 0
+    for page in pdf_pages(path, ps.max_pages, ps.reopen_every):
+        pages += 1
+        scanned = not page.text.strip()
+        image = None
+        if "colpali" in roles:
+            image = page.render(side)
+            thumb = image.copy()
+        else:
+            thumb = page.render(settings.image.thumb_side)
+        thumb.thumbnail((settings.image.thumb_side, settings.image.thumb_side))
+        thumbnail = jpeg(thumb)
+        text = page.text
+        if scanned and "ocr" in roles:
+            from msearch import ocr
+
+            text = ocr.read_text(page.render(settings.ocr.page_side), settings)
+            ocr_pages += 1
+        common = {"page": page.number, "thumbnail": thumbnail, "thumb_key": f"page{page.number}"}
+        if "text" in roles:
+            for u in _chunks(text, settings):
+                yield {**u, **common}
+        if "colpali" in roles:
+            yield {"space": "colpali", "pixels": image.tobytes(), "width": image.width, "height": image.height,
+                   **common}
+    media.update(pages=pages, ocr_pages=ocr_pages)
+    if pages and "ocr" not in roles:
+        notes.append("pages without a text layer need OCR")
+
+
+def jpeg(image, quality: int = 85) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def _video_units(path: Path, settings, roles: set[str], speech: str | None, media: dict,
@@ -102,14 +166,21 @@ def _video_units(path: Path, settings, roles: set[str], speech: str | None, medi
     binary = video.ffmpeg_binary(vs.ffmpeg)
     info = video.probe(path, binary)
     media.update(info.as_dict())
-    if "clip" in roles:
+    read = "ocr" in roles and settings.ocr.keyframes
+    if "clip" in roles or read:
         scenes = video.scan(path, info, vs, binary, hwaccel=video.use_hwaccel(vs.hwaccel, binary))
         media["scenes"] = len(scenes)
-        for s in scenes:
-            yield {"space": "clip", "pixels": s.keyframe, "width": s.width, "height": s.height,
-                   "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
-                   "thumbnail": video.thumbnail(s, settings.image.thumb_side)}
-    else:
+        for i, s in enumerate(scenes):
+            when = {"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
+                    "thumbnail": video.thumbnail(s, settings.image.thumb_side), "thumb_key": f"scene{i}"}
+            if "clip" in roles:
+                yield {"space": "clip", "pixels": s.keyframe, "width": s.width, "height": s.height, **when}
+            if read:  # text on screen: captions, titles, slides
+                from msearch import ocr
+
+                for u in _chunks(ocr.read_text(video.keyframe_image(s), settings), settings):
+                    yield {**u, **when}
+    if "clip" not in roles:
         notes.append("keyframes need a CLIP model")
     if info.acodec is None:
         notes.append("no soundtrack")
@@ -178,10 +249,27 @@ def _speech_units(speech: str | None, roles: set[str], media: dict, notes: list[
         yield {"space": "text", "text": seg["text"], "start_s": seg["start_s"], "end_s": seg["end_s"]}
 
 
-def _text_units(path: Path, settings) -> list[dict]:
-    text, _encoding = read_text(path, settings.text.max_bytes)
-    chunks = chunk_text(text, settings.text.chunk_chars, settings.text.chunk_overlap)
-    return [{"space": "text", "text": c.text, "char_start": c.start, "char_end": c.end} for c in chunks]
+def _text_units(path: Path, settings, fmt: str, media: dict) -> Iterator[dict]:
+    """Plain text, HTML (its visible text), Word documents, and PowerPoint slides (page = slide)."""
+    from msearch.media import document
+
+    if path.stat().st_size > settings.text.max_bytes:
+        raise BadInput(f"document of {path.stat().st_size} bytes is over the limit of {settings.text.max_bytes} "
+                       "(MSEARCH_TEXT__MAX_BYTES)")
+    if fmt == "pptx":
+        slides = document.pptx_slides(path)
+        media["slides"] = len(slides)
+        for number, text in enumerate(slides, 1):
+            for u in _chunks(text, settings):
+                yield {**u, "page": number}
+        return
+    if fmt == "docx":
+        text = document.docx_text(path)
+    else:
+        text, _encoding = read_text(path, settings.text.max_bytes)
+        if document.looks_like_html(text, path.suffix):
+            text = document.html_text(text)
+    yield from _chunks(text, settings)
 
 
 def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]:
@@ -200,7 +288,7 @@ def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]
         try:
             if embedder is None:
                 raise BadInput(f"no {space} model is loaded")
-            if space == "clip":
+            if space in ("clip", "colpali"):
                 vectors = embedder.embed_images([rgb_image(out[i]["pixels"], out[i]["width"], out[i]["height"]) for i in idx])
             elif space == "clap":
                 vectors = embedder.embed_audios([out[i]["audio"] for i in idx])
@@ -212,6 +300,10 @@ def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]
                 out[i]["error"] = f"embedding failed: {type(e).__name__}: {e}"
             continue
         share = (time.perf_counter() - start) / len(idx)
+        if getattr(embedder, "multi", False):  # one row per token: the dense vector is their mean
+            for i, rows in zip(idx, vectors):
+                out[i]["multi"] = np.asarray(rows, dtype=np.float32).tolist()
+            vectors = [pooled(rows) for rows in vectors]
         for i, vector in zip(idx, np.asarray(vectors, dtype=np.float32)):
             row = out[i]
             row["vector"] = vector.tolist()

@@ -18,7 +18,7 @@ _UNIT_FIELDS = [
     ("unit", pa.int32()), ("n_units", pa.int32()), ("space", pa.string()), ("error", pa.string()),
     ("note", pa.string()), ("text", pa.string()), ("char_start", pa.int64()), ("char_end", pa.int64()),
     ("start_s", pa.float64()), ("end_s", pa.float64()), ("page", pa.int32()),
-    ("thumbnail", pa.binary()), ("decode_s", pa.float64()), ("media", pa.string()),
+    ("thumbnail", pa.binary()), ("thumb_key", pa.string()), ("decode_s", pa.float64()), ("media", pa.string()),
 ]
 
 UNITS = pa.schema(_UNIT_FIELDS + [("pixels", pa.binary()), ("width", pa.int32()), ("height", pa.int32()),
@@ -27,6 +27,7 @@ UNITS = pa.schema(_UNIT_FIELDS + [("pixels", pa.binary()), ("width", pa.int32())
 EMBEDDED = pa.schema(_UNIT_FIELDS + [
     ("vector", pa.list_(pa.float32())), ("model", pa.string()), ("embed_s", pa.float64()),
     ("sparse_indices", pa.list_(pa.int64())), ("sparse_values", pa.list_(pa.float32())),
+    ("multi", pa.list_(pa.list_(pa.float32()))),  # late interaction: one row per token
 ])
 
 WRITTEN = pa.schema([("units", pa.int64()), ("settled", pa.int64()), ("write_s", pa.float64())])

@@ -33,6 +33,8 @@ echo "== msearch search \"how much money will we spend next year\""
 "$bin/msearch" search "how much money will we spend next year" --top-k 3
 echo "== msearch search \"the interviewee says budget\"   (speech, with the moment it is said)"
 "$bin/msearch" search "the interviewee says budget" --kind audio --kind video --top-k 3
+echo "== msearch search \"olive oil delivery\" --kind page   (a scanned PDF, read by OCR)"
+"$bin/msearch" search "olive oil delivery" --kind page --top-k 2
 echo "== msearch search \"红色汽车在雨中\""
 "$bin/msearch" search "红色汽车在雨中" --top-k 3
 echo "== POST $url/api/v1/search"

@@ -44,10 +44,34 @@ def main(root: Path) -> None:
             getattr(draw, shape)([80, 40, 240, 200], fill=color)
         img.save(path)
     (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    make_scan(root / "scans" / "delivery-notes.pdf")
     spoken = make_speech(root / "audio")
     make_video(root / "videos" / "three-shots.mp4", spoken.get("interview.wav"))
     voice = f"{len(spoken)} spoken recordings" if spoken else "no recordings (install espeak-ng for speech)"
-    print(f"sample folder ready: {root} ({len(DOCS)} notes, {len(SHAPES)} images, 1 video, {voice}, 1 broken file)")
+    print(f"sample folder ready: {root} ({len(DOCS)} notes, {len(SHAPES)} images, 1 scanned PDF, 1 video, {voice}, "
+          "1 broken file)")
+
+
+SCANS = [
+    ["Delivery note 1187", "Harbour office, pier 4", "12 crates of lemons"],
+    ["Delivery note 1188", "Mountain lodge", "3 barrels of olive oil"],
+]
+
+
+def make_scan(path: Path) -> None:
+    """A two-page PDF of page images only (like a scanner makes): its words need OCR."""
+    from PIL import ImageFont
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    font = ImageFont.load_default(size=56)
+    pages = []
+    for lines in SCANS:
+        page = Image.new("RGB", (1240, 1754), (252, 252, 250))
+        draw = ImageDraw.Draw(page)
+        for i, line in enumerate(lines):
+            draw.text((120, 200 + 110 * i), line, fill=(25, 25, 35), font=font)
+        pages.append(page)
+    pages[0].save(path, save_all=True, append_images=pages[1:], resolution=150)
 
 
 SPEECH = {  # file: (seconds of silence first, what is said)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: espeak-ng speaks the sentences that the speech tests transcribe.
-# (FFmpeg comes from the imageio-ffmpeg wheel when the system has none.)
+# Debian packages the tests use: espeak-ng speaks the sentences that the speech tests transcribe;
+# a CJK font draws the Chinese text that the OCR tests read. (FFmpeg comes from the
+# imageio-ffmpeg wheel when the system has none.)
 set -euo pipefail
-PACKAGES=(espeak-ng)
+PACKAGES=(espeak-ng fonts-wqy-zenhei)
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+[ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
   echo "msearch tests need: ${PACKAGES[*]} (install them with your package manager)" >&2

@@ -63,7 +63,7 @@ def http_error(e: MsearchError) -> HTTPException:
 
 
 class QueryEmbedder:
-    """One model role (clip, text or clap) for query embedding; replicas autoscale."""
+    """One model role (clip, text, clap or colpali) for query embedding; replicas autoscale."""
 
     def __init__(self, settings: Settings, role: str):
         from pipelines.cluster import bind_replica_grpc_to_node_ip
@@ -85,8 +85,9 @@ class QueryEmbedder:
             raise UnsupportedQuery(self.error)
         return self.embedder
 
-    def embed_texts(self, texts: list[str]) -> list[list[float]]:
-        return self._model().embed_texts(texts).tolist()
+    def embed_texts(self, texts: list[str]) -> list:
+        out = self._model().embed_texts(texts)
+        return [rows.tolist() for rows in out] if getattr(self.embedder, "multi", False) else out.tolist()
 
     def embed_images(self, images) -> list[list[float]]:
         return self._model().embed_images(images).tolist()

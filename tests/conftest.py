@@ -26,7 +26,7 @@ from msearch.settings import Settings, ray_environment  # noqa: E402
 ray_environment()
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import build_tiny_clap, build_tiny_clip  # noqa: E402
+from tiny_models import build_tiny_clap, build_tiny_clip, build_tiny_colqwen2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,11 +41,16 @@ def tiny_clap(tmp_path_factory) -> str:
     return build_tiny_clap(str(tmp_path_factory.mktemp("tiny-clap")))
 
 
+@pytest.fixture(scope="session")
+def tiny_colqwen2(tmp_path_factory) -> str:
+    return build_tiny_colqwen2(str(tmp_path_factory.mktemp("tiny-colqwen2")))
+
+
 def make_settings(data_dir: Path, **overrides) -> Settings:
-    """Test settings; the sound and speech models are off unless a test names them."""
+    """Test settings; the sound, speech, page and OCR models are off unless a test names them."""
     base = {"data_dir": data_dir, "dashboard": False, "ray_num_cpus": 2}
     base.update(overrides)
-    base["models"] = {"clap": "none", "whisper": "none", **base.get("models", {})}
+    base["models"] = {"clap": "none", "whisper": "none", "colpali": "none", "ocr": "none", **base.get("models", {})}
     return Settings(**base)
 
 
@@ -134,6 +139,8 @@ def index_direct(library, settings, roots, embedders, missing=None, transcriber=
     from msearch.units import decode_file, embed_units, transcribe_file
 
     models = {role: e.model_id for role, e in embedders.items()}
+    if settings.models.ocr != "none":
+        models["ocr"] = settings.models.ocr
     if transcriber is not None:
         models["whisper"] = transcriber.model_id
     run_id = uuid.uuid4().hex
@@ -234,6 +241,57 @@ def sound_file(path: Path) -> Path:
     graph = "".join(f"[{i}]aresample=48000,aformat=channel_layouts=mono[a{i}];" for i in range(len(parts)))
     graph += "".join(f"[a{i}]" for i in range(len(parts))) + f"concat=n={len(parts)}:v=0:a=1"
     subprocess.run([*cmd, "-filter_complex", graph, str(path)], check=True, timeout=60)
+    return path
+
+
+CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
+
+
+def cjk_font(size: int):
+    from PIL import ImageFont
+
+    if not Path(CJK_FONT).exists():
+        pytest.fail("the CJK font is not installed (apt-get install fonts-wqy-zenhei; .ci/run does)")
+    return ImageFont.truetype(CJK_FONT, size)
+
+
+def text_picture(lines: list[str], size=(800, 600), font_size: int = 40):
+    """A white picture with ``lines`` of dark text (Chinese and English both draw)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, (250, 250, 248))
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((40, 60 + i * font_size * 2), line, fill=(20, 20, 30), font=cjk_font(font_size))
+    return img
+
+
+def make_pdf(path: Path, pages: list, password: str | None = None) -> Path:
+    """A PDF (fpdf2): a str page is a text layer (lines split on newlines), a PIL image page is a
+    scan without one; ``password`` encrypts it."""
+    import logging
+
+    from fpdf import FPDF
+
+    logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
+    pdf = FPDF(unit="pt", format="A4")
+    pdf.set_auto_page_break(False)
+    pdf.add_font("zenhei", fname=CJK_FONT)
+    for page in pages:
+        pdf.add_page()
+        if isinstance(page, str):
+            pdf.set_font("zenhei", size=14)
+            for i, line in enumerate(page.split("\n")):
+                pdf.text(72, 100 + 22 * i, line)
+        else:
+            pdf.image(page, x=0, y=0, w=pdf.w, h=pdf.h)
+    if password:
+        from fpdf.enums import EncryptionMethod
+
+        pdf.set_encryption(owner_password="owner-" + password, user_password=password,
+                           encryption_method=EncryptionMethod.AES_256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(path))
     return path
 
 

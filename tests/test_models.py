@@ -118,9 +118,11 @@ def test_paraphrased_queries_find_the_right_document(minilm, tmp_path):
 def test_missing_weights_are_reported_clearly(tmp_path):
     settings = make_settings(tmp_path / "d", models={
         "clip": "openai/clip-vit-base-patch32", "text": str(tmp_path / "nope"),
-        "clap": "laion/clap-htsat-unfused", "whisper": "base"})
+        "clap": "laion/clap-htsat-unfused", "whisper": "base", "colpali": "michaelfeil/colqwen2-v0.1",
+        "ocr": "rapidocr"})
     ok, missing = available_roles(settings)
-    assert ok == {"whisper": "base"}  # found in its packages, without the hub
+    assert ok == {"whisper": "base", "ocr": "rapidocr"}  # found in their packages, without the hub
+    assert "MSEARCH_MODELS__COLPALI" in missing["colpali"]
     assert "MSEARCH_MODELS__CLIP" in missing["clip"] and "openai/clip-vit-base-patch32" in missing["clip"]
     assert "MSEARCH_MODELS__CLAP" in missing["clap"] and "laion/clap-htsat-unfused" in missing["clap"]
     assert "no such folder" in missing["text"] and "MSEARCH_MODELS__TEXT" in missing["text"]

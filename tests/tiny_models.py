@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from pathlib import Path
 
 TEXT_MAX_LEN = 77  # positions in the text tower == truncation length used by infinity
 
@@ -210,6 +211,144 @@ def build_tiny_clap(dir: str, seed: int = 0, full_size: bool = False) -> str:
     model.save_pretrained(dir)  # config.json + model.safetensors
     proc.save_pretrained(dir)  # tokenizer files + preprocessor_config.json
     return dir
+
+
+
+# Text pieces that Qwen2-VL's processor / chat template and ColQwen2's prompts use.
+QWEN2_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# Minimal Qwen2-VL style chat template (only needed for processor.apply_chat_template).
+QWEN2_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _qwen2_byte_tokenizer():
+    """A Qwen2-style byte-level BPE: 256 byte symbols, no merges, + special tokens."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()  # the 256 printable stand-ins for bytes
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+    ordered = [bytes_to_unicode()[b] for b in range(256)]  # stable ids: id == byte value
+    if set(ordered) != set(byte_chars):
+        raise RuntimeError("byte-level alphabets differ")
+    vocab = {ch: i for i, ch in enumerate(ordered)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False, byte_fallback=False))
+    # Same pre-tokenization as Qwen2 (regex split, then byte-level without its own regex).
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+                ),
+                behavior="isolated",
+                invert=False,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_SPECIAL_TOKENS])
+    fast = Qwen2TokenizerFast(
+        tokenizer_object=tok,
+        model_max_length=32768,
+        errors="replace",
+        clean_up_tokenization_spaces=False,
+        additional_special_tokens=[t for t in QWEN2_SPECIAL_TOKENS if t != "<|endoftext|>"],
+    )
+    fast.padding_side = "left"
+    return fast
+
+
+def build_tiny_colqwen2(dir: str, seed: int = 0, max_image_tokens: int = 36) -> str:
+    """Write a tiny random ColQwen2 (model + processor) into ``dir``; return ``dir``.
+
+    ``max_image_tokens``: the most image vectors (merged 28x28-pixel patches) one image gives.
+    Deterministic for a given ``seed``.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
+    from transformers import Qwen2VLConfig, Qwen2VLImageProcessor
+
+    out = Path(dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = _qwen2_byte_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN2_SPECIAL_TOKENS}
+    vocab_size = len(tokenizer)  # 256 bytes + 14 specials = 270
+
+    hidden, heads = 64, 4
+    head_dim = hidden // heads  # 16 -> mrope sections must sum to head_dim / 2 = 8
+    config = Qwen2VLConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        max_window_layers=2,
+        rope_theta=10000.0,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        tie_word_embeddings=False,
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": hidden,  # the merger's output == text hidden size
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "in_channels": 3,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=None,
+        eos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = ColQwen2(config).eval()
+    model.save_pretrained(str(out), safe_serialization=True)
+
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=4 * 28 * 28,
+        max_pixels=max_image_tokens * 28 * 28,
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+    )
+    processor = ColQwen2Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_CHAT_TEMPLATE)
+    processor.save_pretrained(str(out))
+    return str(out)
+
 
 
 if __name__ == "__main__":

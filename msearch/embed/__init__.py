@@ -2,8 +2,10 @@
 
 Roles are embedding spaces: ``clip`` (images and video keyframes, and text through CLIP's
 text tower), ``text`` (documents and speech transcripts) and ``clap`` (sounds, and text through
-CLAP's text tower). ``whisper`` is a model role but not a space: it turns speech into text for
-the ``text`` space. Each embedder returns L2-normalised float32 rows.
+CLAP's text tower) and ``colpali`` (document pages, late interaction: one vector per token).
+``whisper`` and ``ocr`` are model roles but not spaces: they turn speech and pictures of text into
+text for the ``text`` space. Each embedder returns L2-normalised float32 rows (multi-vector
+embedders, with ``multi = True``, one array of rows per input).
 """
 
 from __future__ import annotations
@@ -21,31 +23,40 @@ if TYPE_CHECKING:
 
 # Which file kinds each space holds, and which spaces a text query of a kind searches.
 SPACE_KINDS: dict[str, tuple[str, ...]] = {
-    "clip": ("image", "video"), "text": ("text", "audio", "video"), "clap": ("audio", "video"),
+    "clip": ("image", "video"), "text": ("text", "audio", "video", "page", "image"),
+    "clap": ("audio", "video"), "colpali": ("page",),
 }
-ROLES = ("clip", "text", "clap", "whisper")
+ROLES = ("clip", "text", "clap", "colpali", "whisper", "ocr")
 ROLE_SETTING = {role: f"MSEARCH_MODELS__{role.upper()}" for role in ROLES}
-# The roles that index each kind. Speech needs both whisper (to transcribe) and text (to embed).
+# The roles that index each kind. Speech needs both whisper (to transcribe) and text (to embed),
+# text in pictures both ocr and text.
 KIND_ROLES: dict[str, tuple[str, ...]] = {
-    "image": ("clip",), "text": ("text",),
-    "video": ("clip", "clap", "whisper", "text"), "audio": ("clap", "whisper", "text"),
+    "image": ("clip", "ocr", "text"), "text": ("text",),
+    "video": ("clip", "clap", "whisper", "ocr", "text"), "audio": ("clap", "whisper", "text"),
+    "page": ("text", "colpali", "ocr"),
 }
 SPEECH_ROLES = ("whisper", "text")
+OCR_ROLES = ("ocr", "text")
+TEXT_MAKERS = ("whisper", "ocr")  # roles whose output the text model embeds
 # What is lost while a role's model is missing.
 ROLE_PURPOSE = {
-    "clip": "images and video keyframes are not indexed",
+    "clip": "images and video keyframes are not searchable by what they show (only by text in them)",
     "text": "documents and speech are not indexed",
     "clap": "sounds of audio files and videos are not indexed (speech still is)",
     "whisper": "speech in audio files and videos is not transcribed",
+    "colpali": "document pages are not searchable as images (their text still is)",
+    "ocr": "text in images, scanned pages and video keyframes is not read",
 }
 
 
 def roles_for_kind(kind: str | None, models: dict[str, str]) -> dict[str, str]:
     """The available models that index ``kind``: what a file of that kind is indexed with."""
     roles = {r: models[r] for r in KIND_ROLES.get(kind or "", ()) if r in models}
-    if kind in ("audio", "video") and not all(r in roles for r in SPEECH_ROLES):
-        for r in SPEECH_ROLES:
+    if "text" not in roles:  # transcripts and recognised text need the text model
+        for r in TEXT_MAKERS:
             roles.pop(r, None)
+    elif kind != "text" and kind != "page" and not any(r in roles for r in TEXT_MAKERS):
+        roles.pop("text")  # nothing of an image, video or audio file is text without them
     return roles
 
 
@@ -73,8 +84,8 @@ def build_embedder(role: str, settings: "Settings") -> Embedder:
     spec = model_spec(settings, role)
     if spec == "none":
         raise ModelUnavailable(role, spec, ROLE_SETTING[role], "switched off")
-    if role == "whisper":
-        raise ConfigError("whisper transcribes, it does not embed: use build_transcriber")
+    if role in TEXT_MAKERS:
+        raise ConfigError(f"{role} makes text, it does not embed")
     if spec == "fake":
         from msearch.embed.fake import FakeEmbedder
 
@@ -95,6 +106,10 @@ def build_embedder(role: str, settings: "Settings") -> Embedder:
             from msearch.embed.infinity import InfinityClap
 
             return InfinityClap(spec, path, settings)
+        case "colpali":
+            from msearch.embed.infinity import InfinityColPali
+
+            return InfinityColPali(spec, path, settings)
     raise ConfigError(f"no embedder for role {role!r} and model {spec!r}")
 
 
@@ -129,6 +144,10 @@ def available_roles(settings: "Settings", roles: Sequence[str] = ROLES) -> tuple
         try:
             if role == "whisper":
                 resolve_whisper(spec, settings.data_dir / "cache" / "models", assemble=False)
+            elif role == "ocr":
+                from msearch.ocr import check_ocr
+
+                check_ocr(spec)
             else:
                 resolve_model(role, spec, ROLE_SETTING[role])
             ok[role] = spec
@@ -143,3 +162,8 @@ def normalize(rows: np.ndarray) -> np.ndarray:
         rows = rows[None, :]
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.maximum(norms, 1e-12)
+
+
+def pooled(rows) -> np.ndarray:
+    """The mean of a multi-vector's rows, L2-normalised: its cheap first-stage vector."""
+    return normalize(np.asarray(rows, dtype=np.float32).mean(axis=0))[0]

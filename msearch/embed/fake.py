@@ -15,8 +15,8 @@ import numpy as np
 from msearch.embed import normalize
 from msearch.sparse import term_id, tokenize
 
-_DIMS = {"clip": 64, "text": 48, "clap": 40}
-_MODALITIES = {"clip": {"text", "image"}, "clap": {"text", "audio"}}
+_DIMS = {"clip": 64, "text": 48, "clap": 40, "colpali": 24}
+_MODALITIES = {"clip": {"text", "image"}, "clap": {"text", "audio"}, "colpali": {"text", "image"}}
 _BANDS = 32
 
 
@@ -29,8 +29,14 @@ class FakeEmbedder:
         rng = np.random.default_rng(1234)
         self._projection = rng.standard_normal((8 * 8 * 3, self.dim)).astype(np.float32)
         self._bands = rng.standard_normal((_BANDS, self.dim)).astype(np.float32)
+        self.multi = role == "colpali"  # late interaction: one vector per token or image patch
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.multi:  # a row per word
+            return [self._bag(tokenize(t) or [t]) for t in texts]
+        return self._bag(texts)
+
+    def _bag(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             for token in tokenize(text) or [""]:
@@ -44,7 +50,14 @@ class FakeEmbedder:
         rows = []
         for img in images:
             small = np.asarray(img.convert("RGB").resize((8, 8)), dtype=np.float32) / 255.0 - 0.5
+            if self.multi:  # a row per 4x4 patch of the 8x8 thumbnail
+                patches = [np.pad(small[y:y + 4, x:x + 4], ((y, 4 - y), (x, 4 - x), (0, 0))).reshape(-1)
+                           for y in (0, 4) for x in (0, 4)]
+                rows.append(normalize(np.stack(patches) @ self._projection))
+                continue
             rows.append(small.reshape(-1) @ self._projection)
+        if self.multi:
+            return rows
         return normalize(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
 
     def embed_audios(self, clips: Sequence[bytes]) -> np.ndarray:

@@ -43,11 +43,14 @@ class _InfinityEmbedder:
         except Exception as e:  # a folder that is not a loadable model, corrupt weights, ...
             raise ModelUnavailable(role, spec, ROLE_SETTING[role], f"cannot load it: {e}") from e
         self._configure(settings)
-        self.dim = int(self.embed_texts(["dimension probe"]).shape[1])
+        self.dim = self._probe_dim()
         log.info("loaded %s model %s on %s (dim %d)", role, spec, self.device, self.dim)
 
     def _configure(self, settings) -> None:
         pass
+
+    def _probe_dim(self) -> int:
+        return int(self.embed_texts(["dimension probe"]).shape[1])
 
     def _worker_models(self):
         engine = self._array.async_engine_array[self.role]
@@ -126,3 +129,41 @@ class InfinityClap(_InfinityEmbedder):
             return np.zeros((0, self.dim), np.float32)
         embs, _ = self._array.audio_embed(model=self.role, audios=list(clips)).result()
         return normalize(np.stack(embs))
+
+
+class InfinityColPali(_InfinityEmbedder):
+    """Late interaction (ColPali/ColQwen2 through colpali-engine): one vector per token.
+
+    ``embed_images`` and ``embed_texts`` return one (tokens x dim) array per input, without
+    padding rows (infinity pads a batch to its longest item; those rows are all zero).
+    """
+
+    modalities = frozenset({"text", "image"})
+    multi = True
+
+    def __init__(self, spec: str, path: str, settings):
+        super().__init__("colpali", spec, path, settings)
+
+    def _probe_dim(self) -> int:
+        return int(self.embed_texts(["dimension probe"])[0].shape[1])
+
+    @staticmethod
+    def _rows(embs) -> list[np.ndarray]:
+        out = []
+        for e in embs:
+            e = np.asarray(e, dtype=np.float32)
+            out.append(e[np.any(e != 0, axis=1)])
+        return out
+
+    def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        embs, _ = self._array.embed(model=self.role, sentences=list(texts)).result()
+        return self._rows(embs)
+
+    def embed_images(self, images) -> list[np.ndarray]:
+        if not images:
+            return []
+        embs, _ = self._array.image_embed(model=self.role, images=list(images)).result()
+        return self._rows(embs)
+

@@ -87,3 +87,17 @@ def _shrink(img, short_side: int):
     scale = short_side / short
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def large_image(data: bytes, *, max_pixels: int, max_side: int):
+    """The image as RGB PIL with its long side at most ``max_side`` (for reading text in it)."""
+    from PIL import Image, ImageOps
+
+    img = Image.open(io.BytesIO(data))
+    if img.size[0] * img.size[1] > max_pixels:
+        raise BadInput(f"image of {img.size[0]}x{img.size[1]} pixels is over the limit of {max_pixels}")
+    if img.format == "JPEG":
+        img.draft("RGB", (max_side, max_side))
+    img = _to_rgb(ImageOps.exif_transpose(img))
+    img.thumbnail((max_side, max_side))
+    return img

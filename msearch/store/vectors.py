@@ -6,7 +6,9 @@
   ``":memory:"`` gives qdrant-client's local mode, used in tests as a stand-in for a server.
 
 Every space has a dense vector named ``dense``; the ``text`` space also has a sparse
-``bm25`` vector with the IDF modifier. Payload: ``content_hash``, ``kind``, ``unit`` and the
+``bm25`` vector with the IDF modifier; a late-interaction space (``colpali``) also has a
+``multi`` vector (one row per token, MaxSim comparison, stored in float16) whose ``dense`` is the
+mean of its rows: the cheap first stage of a two-stage query. Payload: ``content_hash``, ``kind``, ``unit`` and the
 unit's fields (start_s, end_s, page, text, thumbnail).
 """
 
@@ -21,7 +23,9 @@ from typing import Protocol
 
 DENSE = "dense"
 SPARSE = "bm25"
+MULTI = "multi"
 SPARSE_SPACES = frozenset({"text"})
+MULTI_SPACES = frozenset({"colpali"})
 
 
 @dataclass
@@ -30,17 +34,22 @@ class PointData:
     payload: dict
     dense: list[float] | None = None
     sparse: tuple[list[int], list[float]] | None = None
+    multi: list[list[float]] | None = None
 
 
 @dataclass(frozen=True)
 class SpaceQuery:
-    """One ranked list to fetch: a dense or sparse (``using="bm25"``) query in one space."""
+    """One ranked list to fetch: a dense, sparse (``using="bm25"``) or multi-vector
+    (``using="multi"``) query in one space. A multi-vector query with ``prefetch`` is two-stage:
+    the ``prefetch_limit`` nearest by the pooled ``dense`` vector, re-ranked by MaxSim."""
 
     space: str
-    vector: list[float] | tuple[list[int], list[float]]
+    vector: list[float] | tuple[list[int], list[float]] | list[list[float]]
     using: str = DENSE
     kinds: tuple[str, ...] | None = None
     limit: int = 10
+    prefetch: list[float] | None = None
+    prefetch_limit: int = 100
 
 
 @dataclass
@@ -63,7 +72,7 @@ class VectorStore(Protocol):
     def delete_content(self, content_hash: str) -> None: ...
     def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]: ...
     def count(self, space: str, kinds: list[str] | None = None) -> int: ...
-    def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]: ...
+    def vectors(self, space: str, ids: list[str], using: str = DENSE) -> dict[str, list]: ...
     def scroll(self, space: str) -> list[Hit]: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
@@ -91,7 +100,7 @@ class _Store:
                         "one to re-index"
                     )
                 return
-            self._create(space, dim, sparse=space in SPARSE_SPACES)
+            self._create(space, dim, sparse=space in SPARSE_SPACES, multi=space in MULTI_SPACES)
             self._dims[space] = dim
 
     def _vectors(self, p: PointData) -> dict:
@@ -100,6 +109,8 @@ class _Store:
             vectors[DENSE] = list(p.dense)
         if p.sparse is not None and p.sparse[0]:
             vectors[SPARSE] = self._sparse(p.sparse)
+        if p.multi is not None:
+            vectors[MULTI] = [list(row) for row in p.multi]
         return vectors
 
     def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]:
@@ -109,7 +120,8 @@ class _Store:
                 out.append([])
                 continue
             vector = self._sparse(q.vector) if q.using == SPARSE else list(q.vector)
-            res = self._query(q.space, vector, q.using, self._filter(q.kinds), q.limit)
+            prefetch = (list(q.prefetch), q.prefetch_limit) if q.prefetch is not None else None
+            res = self._query(q.space, vector, q.using, self._filter(q.kinds), q.limit, prefetch)
             out.append([Hit(str(r.id), float(r.score), dict(r.payload or {})) for r in res])
         return out
 
@@ -130,10 +142,10 @@ class _Store:
         return self._kind_filter(list(kinds)) if kinds else None
 
     # Backend hooks.
-    def _create(self, space: str, dim: int, sparse: bool) -> None: raise NotImplementedError
+    def _create(self, space: str, dim: int, sparse: bool, multi: bool) -> None: raise NotImplementedError
     def _sparse(self, vector: tuple[list[int], list[float]]): raise NotImplementedError
     def _kind_filter(self, kinds: list[str]): raise NotImplementedError
-    def _query(self, space, vector, using, flt, limit): raise NotImplementedError
+    def _query(self, space, vector, using, flt, limit, prefetch=None): raise NotImplementedError
     def _count(self, space, flt) -> int: raise NotImplementedError
     def _scroll(self, space, offset): raise NotImplementedError
 
@@ -155,10 +167,16 @@ class EdgeStore(_Store):
             self._shards[space] = E.EdgeShard.load(str(self.root / space))
             self._dims[space] = int(dim)
 
-    def _create(self, space: str, dim: int, sparse: bool) -> None:
+    def _create(self, space: str, dim: int, sparse: bool, multi: bool) -> None:
         E = self._E
+        vectors = {DENSE: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine)}
+        if multi:  # exact MaxSim over the few candidates of the first stage: no HNSW graph
+            vectors[MULTI] = E.EdgeVectorParams(
+                size=dim, distance=E.Distance.Dot, datatype=E.VectorStorageDatatype.Float16,
+                multivector_config=E.MultiVectorConfig(E.MultiVectorComparator.MaxSim),
+                hnsw_config=E.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000))
         config = E.EdgeConfig(
-            vectors={DENSE: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine)},
+            vectors=vectors,
             sparse_vectors={SPARSE: E.EdgeSparseVectorParams(modifier=E.Modifier.Idf)} if sparse else None,
         )
         path = self.root / space
@@ -190,10 +208,14 @@ class EdgeStore(_Store):
             for shard in self._shards.values():
                 shard.update(E.UpdateOperation.delete_points_by_filter(flt))
 
-    def _query(self, space, vector, using, flt, limit):
+    def _query(self, space, vector, using, flt, limit, prefetch=None):
         E = self._E
+        prefetches = None
+        if prefetch is not None:
+            prefetches = [E.Prefetch(limit=prefetch[1], query=E.Query.Nearest(prefetch[0], using=DENSE), filter=flt)]
         return self._shards[space].query(
-            E.QueryRequest(limit=limit, query=E.Query.Nearest(vector, using=using), filter=flt, with_payload=True)
+            E.QueryRequest(limit=limit, query=E.Query.Nearest(vector, using=using), prefetches=prefetches,
+                           filter=flt, with_payload=True)
         )
 
     def _count(self, space, flt) -> int:
@@ -203,9 +225,9 @@ class EdgeStore(_Store):
         request = self._E.ScrollRequest(limit=256, offset=offset, with_payload=True, with_vector=False)
         return self._shards[space].scroll(request)
 
-    def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]:
-        recs = self._shards[space].retrieve(list(ids), False, [DENSE])
-        return {str(r.id): list(r.vector[DENSE]) for r in recs}
+    def vectors(self, space: str, ids: list[str], using: str = DENSE) -> dict[str, list]:
+        recs = self._shards[space].retrieve(list(ids), False, [using])
+        return {str(r.id): list(r.vector[using]) for r in recs}
 
     def flush(self) -> None:
         with self._lock:
@@ -239,11 +261,16 @@ class ClientStore(_Store):
     def _name(self, space: str) -> str:
         return f"{self.prefix}_{space}"
 
-    def _create(self, space: str, dim: int, sparse: bool) -> None:
+    def _create(self, space: str, dim: int, sparse: bool, multi: bool) -> None:
         m = self._m
+        vectors = {DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)}
+        if multi:
+            vectors[MULTI] = m.VectorParams(
+                size=dim, distance=m.Distance.DOT, datatype=m.Datatype.FLOAT16, hnsw_config=m.HnswConfigDiff(m=0),
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM))
         self._client.create_collection(
             self._name(space),
-            vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+            vectors_config=vectors,
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if sparse else None,
         )
         if not self._local:  # local mode has no payload indexes (and warns)
@@ -267,9 +294,12 @@ class ClientStore(_Store):
         for space in list(self._dims):
             self._client.delete(self._name(space), points_selector=m.FilterSelector(filter=flt), wait=True)
 
-    def _query(self, space, vector, using, flt, limit):
+    def _query(self, space, vector, using, flt, limit, prefetch=None):
+        pre = None
+        if prefetch is not None:
+            pre = self._m.Prefetch(query=prefetch[0], using=DENSE, limit=prefetch[1], filter=flt)
         return self._client.query_points(self._name(space), query=vector, using=using, query_filter=flt,
-                                         limit=limit, with_payload=True).points
+                                         prefetch=pre, limit=limit, with_payload=True).points
 
     def _count(self, space, flt) -> int:
         return self._client.count(self._name(space), count_filter=flt, exact=True).count
@@ -278,9 +308,9 @@ class ClientStore(_Store):
         return self._client.scroll(self._name(space), limit=256, offset=offset, with_payload=True,
                                    with_vectors=False)
 
-    def vectors(self, space: str, ids: list[str]) -> dict[str, list[float]]:
-        recs = self._client.retrieve(self._name(space), ids=list(ids), with_payload=False, with_vectors=[DENSE])
-        return {str(r.id): list(r.vector[DENSE]) for r in recs}
+    def vectors(self, space: str, ids: list[str], using: str = DENSE) -> dict[str, list]:
+        recs = self._client.retrieve(self._name(space), ids=list(ids), with_payload=False, with_vectors=[using])
+        return {str(r.id): list(r.vector[using]) for r in recs}
 
     def flush(self) -> None:
         pass
