@@ -1,13 +1,14 @@
 """Document throughput on this machine: PDF text extraction, page rendering, OCR of scanned pages
 and page embedding with the late-interaction model, in pages per second, and the bytes stored
-per page.
+per page (computed: vectors x 128 dimensions x 2 bytes; qdrant-edge stores float16 multi-vectors
+at 258 bytes per vector on disk).
 
     .venv/bin/python benchmarks/documents.py [--pages 500] [--scans 10] [--embed 40] [--out results.json]
 
 PDFs are generated (fpdf2, as in the tests). No ColQwen2 weights exist offline: page embedding is
 measured with the tests' tiny random ColQwen2 through the real infinity-emb path (the plumbing's
-cost, not a real model's); bytes per page are measured in the store for it and computed for a
-real ColQwen2 (up to 768 image-patch vectors + the prompt's tokens, 128 dimensions, float16).
+cost, not a real model's); bytes per page are given for it and for a real ColQwen2 (up to 768
+image-patch vectors + the prompt's tokens).
 """
 
 import argparse
@@ -24,10 +25,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=500)
@@ -41,10 +38,8 @@ def main() -> int:
 
     from msearch import ocr
     from msearch.embed.infinity import InfinityColPali
-    from msearch.embed import pooled
     from msearch.media.document import pdf_pages
     from msearch.settings import Settings
-    from msearch.store.vectors import EdgeStore, PointData, point_id
 
     out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
                  "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
@@ -82,14 +77,6 @@ def main() -> int:
         for i in range(0, len(images), 8):
             rows.extend(colpali.embed_images(images[i : i + 8]))
         embed_s = time.perf_counter() - start
-        store = EdgeStore(td / "vectors")
-        store.ensure_space("colpali", colpali.dim)
-        empty = folder_bytes(td / "vectors")
-        store.upsert("colpali", [PointData(point_id("bench", i, "colpali", "tiny"), {"content_hash": "bench", "kind": "page"},
-                                           pooled(r).tolist(), None, r.tolist()) for i, r in enumerate(rows)])
-        store.flush()
-        stored = folder_bytes(td / "vectors") - empty
-        store.close()
         colpali.close()
         vectors = sum(len(r) for r in rows) / len(rows)
         real_vectors = 768 + 20
@@ -97,7 +84,6 @@ def main() -> int:
             "model": "tiny random ColQwen2 (plumbing only), infinity-emb, CPU", "pages": len(rows),
             "pages_per_s": round(len(rows) / embed_s, 1), "vectors_per_page": round(vectors, 1),
             "multivector_bytes_per_page": round(vectors * colpali.dim * 2),
-            "store_bytes_per_page_incl_wal": round(stored / len(rows)),
             "real_colqwen2_bytes_per_page_max": real_vectors * 128 * 2 + 128 * 4,
         }
 

@@ -301,7 +301,7 @@ def build_tiny_colqwen2(dir: str, seed: int = 0, max_image_tokens: int = 36) -> 
     vocab_size = len(tokenizer)  # 256 bytes + 14 specials = 270
 
     hidden, heads = 64, 4
-    head_dim = hidden // heads  # 16 -> mrope sections must sum to head_dim / 2 = 8
+    # head_dim = hidden // heads = 16: the mrope sections must sum to head_dim / 2 = 8
     config = Qwen2VLConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
