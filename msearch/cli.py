@@ -76,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
+    s = sub.add_parser("watch", help="index folders, then keep the index equal to them as they change")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+                   help="poll every SECONDS instead of file-system events (network mounts)")
+    s.add_argument("--debounce", type=float, default=2.0, metavar="SECONDS",
+                   help="index a batch once the folders have been quiet this long (default 2)")
+    s.add_argument("--reconcile", type=float, default=600.0, metavar="SECONDS",
+                   help="a full scan this often, for events that were missed (default 600)")
+    s.add_argument("--json", action="store_true", help="one JSON summary per batch")
+    s.set_defaults(func=cmd_watch)
+
+    s = sub.add_parser("verify", help="check that the catalog and the vectors agree")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify)
+
     s = sub.add_parser("status", help="files per kind and status, points per space, failures")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
@@ -103,6 +118,43 @@ def cmd_index(settings: Settings, args) -> int:
             stop_local(settings)
     print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary))
     return EXIT_OK
+
+
+def cmd_watch(settings: Settings, args) -> int:
+    import signal
+    import threading
+
+    from msearch.files import check_roots
+
+    check_roots(args.paths)
+    from pipelines.cluster import connect, stop_local
+    from pipelines.watch import run_watch
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    started = connect(settings, verbose=args.verbose)
+    print(f"watching {', '.join(args.paths)} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        return run_watch(settings, args.paths, poll_s=args.poll, quiet_s=args.debounce,
+                         reconcile_s=args.reconcile, as_json=args.json, stop=stop)
+    finally:
+        if started:
+            stop_local(settings)
+
+
+def cmd_verify(settings: Settings, args) -> int:
+    with _Session(settings, embed=False) as session:
+        info = _http("GET", f"{session.http}/api/v1/verify").json() if session.http else session.store.verify()
+    if args.json:
+        print(json.dumps(info, indent=1, ensure_ascii=False))
+    elif info["ok"]:
+        print(f"ok: {info['files']} indexed files, {info['points']} points, catalog and vectors agree")
+    else:
+        print(f"{len(info['problems'])} problems ({info['files']} indexed files, {info['points']} points):")
+        for p in info["problems"]:
+            print(f"  {p['content_hash']}: {p['problem']}" + (f" ({', '.join(p['paths'])})" if p.get("paths") else ""))
+    return EXIT_OK if info["ok"] else EXIT_EMPTY
 
 
 # -- reaching the index ---------------------------------------------------------------------

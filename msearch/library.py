@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 from msearch.embed import KIND_ROLES, roles_for_kind
 from msearch.errors import ConfigError, NotFound
@@ -57,6 +58,9 @@ class Library:
         self._media: dict[str, str] = {}
         self._timings: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._runs: dict[str, dict[str, list]] = {}
+        self._run_jobs: dict[str, str | None] = {}  # run id -> the Ray job (driver) running it
+        # Whether a job's driver still runs (the owner actor answers from Ray; default: yes).
+        self.job_alive: Callable[[str], bool] = lambda job_id: True
 
     def close(self) -> None:
         with self._lock:
@@ -79,10 +83,26 @@ class Library:
                 )
 
     # -- indexing: plan, claim, write, finish -------------------------------------------
-    def begin_run(self, run_id: str, models: dict[str, str]) -> None:
+    def begin_run(self, run_id: str, models: dict[str, str], job_id: str | None = None) -> None:
         self.check_models(models)
         with self._lock:
+            self._abandon_dead_runs()
             self._runs[run_id] = defaultdict(list)
+            self._run_jobs[run_id] = job_id
+
+    def _abandon_dead_runs(self) -> None:
+        """Contents that a killed run was embedding: drop their partial units and free them, so
+        that this run claims them again (their files are still 'pending')."""
+        dead = {run for run, job in self._run_jobs.items() if job and not self.job_alive(job)}
+        for h, run in list(self._inflight.items()):
+            if run in dead:
+                log.info("content %s was left half-indexed by a run that died; it is indexed again", h)
+                self._drop_content(h)
+                for d in (self._inflight, self._expected, self._media, self._timings):
+                    d.pop(h, None)
+        for run in dead:
+            self._run_jobs.pop(run, None)
+            self._runs.pop(run, None)
 
     def _outcome(self, run_id: str, outcome: str, path: str, error: str | None = None) -> None:
         run = self._runs.setdefault(run_id, defaultdict(list))
@@ -268,7 +288,27 @@ class Library:
                 self._fail_content(run_id, h, f"indexing did not complete ({have} units written)")
             self.vectors.flush()
             run = self._runs.pop(run_id, {})
+            self._run_jobs.pop(run_id, None)
             return {k: list(v) for k, v in run.items()}
+
+    # -- files that are gone ---------------------------------------------------------------
+    def forget(self, paths: list[str]) -> list[str]:
+        """Remove these files from the index: their catalog rows, and their contents' points and
+        thumbnails once no other file holds the same content. Returns the paths removed."""
+        with self._lock:
+            rows = self.catalog.delete_files(list(paths))
+            for h in {r["content_hash"] for r in rows if r["content_hash"]}:
+                self._collect(h)
+            self.vectors.flush()
+            return sorted(r["path"] for r in rows)
+
+    def reconcile(self, roots: list[str], present: list[str]) -> list[str]:
+        """Forget the files under ``roots`` that the catalog has and the disk no longer has
+        (``present``: every path a walk of the roots found)."""
+        with self._lock:
+            seen = set(present)
+            gone = [p for p in self.catalog.paths_under(list(roots)) if p not in seen]
+            return self.forget(gone) if gone else []
 
     def _drop_content(self, h: str) -> None:
         for u in self.catalog.units(h):
@@ -366,6 +406,39 @@ class Library:
         out["sound_windows"] = [{"start_s": u["start_s"], "end_s": u["end_s"]} for u in timed if u["space"] == "clap"]
         return out
 
+    def verify(self) -> dict:
+        """Do the catalog and the vectors agree? Every indexed file's content has all its points
+        and units; no point or unit belongs to a content that no file holds."""
+        with self._lock:
+            problems: list[dict] = []
+            contents = self.catalog.contents()
+            units = self.catalog.unit_counts_by_space()
+            points: dict[tuple[str, str], int] = defaultdict(int)
+            for space in self.vectors.spaces():
+                for hit in self.vectors.scroll(space):
+                    points[(hit.payload.get("content_hash"), space)] += 1
+            expected = {r["content_hash"]: r["units_expected"] for r in self.catalog.indexed_contents()}
+            for h, n in expected.items():
+                have = sum(v for (c, _), v in units.items() if c == h)
+                if have != (n or 0):
+                    problems.append({"content_hash": h, "problem": f"{have} units stored, {n} expected",
+                                     "paths": self._paths(h)})
+            for (h, space), n in sorted(units.items()):
+                if contents.get(h) is None:
+                    problems.append({"content_hash": h, "problem": f"{n} {space} units of a content no file holds"})
+                elif points.get((h, space), 0) != n:
+                    problems.append({"content_hash": h, "problem": f"{points.get((h, space), 0)} {space} points "
+                                     f"for {n} units", "paths": self._paths(h)})
+            for (h, space), n in sorted(points.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+                if (h, space) not in units:
+                    what = "a content no file holds" if contents.get(h) is None else "a content without units"
+                    problems.append({"content_hash": h, "problem": f"{n} {space} points of {what}"})
+            return {"ok": not problems, "files": sum(1 for s in contents.values() if s == "indexed"),
+                    "points": sum(points.values()), "problems": problems}
+
+    def _paths(self, h: str) -> list[str]:
+        return [f["path"] for f in self.catalog.files_with_hashes([h])]
+
     def status(self) -> dict:
         counts: dict[str, dict[str, int]] = defaultdict(dict)
         total: dict[str, int] = defaultdict(int)
@@ -377,6 +450,8 @@ class Library:
             "files": dict(total),
             "kinds": dict(counts),
             "points": {space: self.vectors.count(space) for space in self.vectors.spaces()},
+            "points_by_kind": {space: {kind: n for kind in KIND_ROLES if (n := self.vectors.count(space, [kind]))}
+                               for space in self.vectors.spaces()},
             "models": self.models(),
             "failed": self.catalog.failed(),
             "skipped": self.catalog.skipped(),

@@ -26,6 +26,8 @@ def connect(settings, *, job: bool = False, verbose: bool = False) -> bool:
     quiet = dict(namespace=NAMESPACE, log_to_driver=verbose, logging_level=logging.WARNING,
                  configure_logging=True)
     info = running_owner(settings)
+    if info is not None and info.get("ray_address") and not _reachable(info["ray_address"]):
+        info = _outlive_orphan(settings, info)
     if info is not None:
         if not info.get("ray_address"):
             raise DataDirBusy(
@@ -48,6 +50,50 @@ def connect(settings, *, job: bool = False, verbose: bool = False) -> bool:
         **quiet,
     )
     return True
+
+
+def _reachable(address: str, timeout: float = 2.0) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+ORPHAN_WAIT_S = 30.0
+
+
+def _outlive_orphan(settings, info: dict) -> dict | None:
+    """The data dir's owner is alive but its Ray cluster is gone (its driver was killed): it
+    exits by itself once it notices; wait for that, then ask it to (SIGTERM) if it is on this
+    machine. Returns the owner info still standing, or None once the data dir is free."""
+    import signal
+    import socket
+    import time
+
+    log.warning("the owner of %s (pid %s) lost its Ray cluster at %s; waiting for it to exit",
+                settings.data_dir, info.get("pid"), info["ray_address"])
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    asked = False
+    while True:
+        current = running_owner(settings)
+        if current is None:
+            return None
+        if current.get("ray_address") != info["ray_address"]:
+            return current  # a new owner took over meanwhile
+        if time.monotonic() > deadline:
+            if asked or current.get("host") != socket.gethostname() or not current.get("pid"):
+                return current
+            log.warning("sending SIGTERM to the orphaned owner (pid %s)", current["pid"])
+            try:
+                os.kill(int(current["pid"]), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            asked, deadline = True, time.monotonic() + 10.0
+        time.sleep(0.5)
 
 
 def disconnect() -> None:

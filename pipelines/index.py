@@ -50,7 +50,7 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
             log.warning("%s Until then %s.", message, ROLE_PURPOSE[role])
     models = model_ids(ok)
     run_id = uuid.uuid4().hex
-    owner.begin_run(run_id, models)
+    owner.begin_run(run_id, models, ray.get_runtime_context().get_job_id())
 
     entries = list(walk(paths, include_hidden=settings.index.include_hidden,
                         follow_symlinks=settings.index.follow_symlinks, exclude=[settings.data_dir]))
@@ -68,12 +68,15 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
             logging.getLogger("ray.data").setLevel(logging.ERROR)
         written = _run_pipeline(settings, todo, run_id, models, missing)
     report = owner.finish_run(run_id)
+    # Files under the folders given that are no longer on disk leave the index.
+    removed = owner.reconcile([str(p) for p in paths if p.is_dir()], [e["path"] for e in entries])
     summary = {
         "seen": len(entries),
         "indexed": len(report.get("indexed", [])),
         "unchanged": len(report.get("unchanged", [])),
         "failed": report.get("failed", []),
         "skipped": report.get("skipped", []),
+        "removed": removed,
         "units": written,
         "missing_models": {r: m for r, m in missing.items() if not model_spec_off(settings, r)},
         "seconds": round(time.perf_counter() - started, 2),
@@ -145,9 +148,11 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> dict[str, fl
 
 
 def format_summary(summary: dict, limit: int = 20) -> str:
+    removed = summary.get("removed") or []
     lines = [
         f"{summary['seen']} files seen: {summary['indexed']} indexed, {summary['unchanged']} unchanged, "
-        f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped ({summary['seconds']} s)"
+        f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped"
+        + (f", {len(removed)} removed (gone from disk)" if removed else "") + f" ({summary['seconds']} s)"
     ]
     for item in summary["failed"][:limit]:
         lines.append(f"  failed  {item['path']}: {item['error']}")

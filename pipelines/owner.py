@@ -31,6 +31,7 @@ class StoreOwner:
         except BaseException:
             self.lock.release()
             raise
+        self.library.job_alive = job_alive
 
     def call(self, method: str, *args, **kwargs):
         if method.startswith("_"):
@@ -40,6 +41,20 @@ class StoreOwner:
     def close(self) -> None:
         self.library.close()
         self.lock.release()
+
+
+def job_alive(job_id: str) -> bool:
+    """Whether the Ray job (an indexing driver) still runs, from the GCS job table."""
+    try:
+        from ray._private.state import state
+
+        for job in state.job_table():
+            if job["JobID"] == job_id:
+                return not job["IsDead"]
+        return False
+    except Exception:  # the table cannot be read: assume alive, never drop live work
+        log.debug("cannot read the job table", exc_info=True)
+        return True
 
 
 def get_owner(settings, create: bool = True):

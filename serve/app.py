@@ -203,6 +203,11 @@ class SearchAPI:
         except MsearchError as e:
             raise http_error(e) from e
 
+    @api.get("/api/v1/verify")
+    def verify(self) -> dict:
+        """Do the catalog and the vectors agree (as ``msearch verify``)?"""
+        return self.store.verify()
+
     @api.get("/api/v1/status")
     def status(self) -> dict:
         """Files per kind and status, vector points per space, failures (as ``msearch status``)."""

@@ -31,6 +31,18 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
+def _bpe_tokenizer(slow_cls, fast_cls, vocab: dict[str, int], max_len: int):
+    """A byte-level BPE tokenizer with ``vocab`` and NO merges (one token per character)."""
+    with tempfile.TemporaryDirectory() as td:
+        vf, mf = os.path.join(td, "vocab.json"), os.path.join(td, "merges.txt")
+        with open(vf, "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=False)
+        with open(mf, "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n")  # header line only = no merges
+        slow_cls(vf, mf, model_max_length=max_len).save_pretrained(td)
+        return fast_cls.from_pretrained(td, model_max_length=max_len)
+
+
 def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = None) -> str:
     """Like a hub CLIP checkpoint, config.json has no top-level max_length unless given."""
     import torch
@@ -49,15 +61,7 @@ def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = Non
     chars = list(_bytes_to_unicode().values())
     vocab_list = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
-    with tempfile.TemporaryDirectory() as td:
-        vf, mf = os.path.join(td, "vocab.json"), os.path.join(td, "merges.txt")
-        with open(vf, "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        with open(mf, "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n")  # header line only = no merges
-        slow = CLIPTokenizer(vf, mf, model_max_length=TEXT_MAX_LEN)
-        slow.save_pretrained(td)
-        tok = CLIPTokenizerFast.from_pretrained(td, model_max_length=TEXT_MAX_LEN)
+    tok = _bpe_tokenizer(CLIPTokenizer, CLIPTokenizerFast, vocab, TEXT_MAX_LEN)
 
     # ---- model config ----
     cfg = CLIPConfig(
@@ -141,15 +145,7 @@ def build_tiny_clap(dir: str, seed: int = 0, full_size: bool = False) -> str:
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
     positions = 514 if full_size else CLAP_TEXT_POSITIONS
     max_len = positions - 2  # RoBERTa positions start at pad_id + 1
-    with tempfile.TemporaryDirectory() as td:
-        vf, mf = os.path.join(td, "vocab.json"), os.path.join(td, "merges.txt")
-        with open(vf, "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        with open(mf, "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n")  # header line only = no merges
-        slow = RobertaTokenizer(vf, mf, model_max_length=max_len)
-        slow.save_pretrained(td)
-        tok = RobertaTokenizerFast.from_pretrained(td, model_max_length=max_len)
+    tok = _bpe_tokenizer(RobertaTokenizer, RobertaTokenizerFast, vocab, max_len)
 
     # ---- model config ----
     cfg = ClapConfig(

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from msearch.errors import BadInput
-from msearch.media.video import _DURATION, _reason
+from msearch.media.video import _reason, header_seconds, read_header
 
 _STREAM = re.compile(r"Stream #\d+:\d+.*?: Audio: (\w+)[^\n]*?, (\d+) Hz, ([^,\n]+)")
 CLAP_RATE = 48_000
@@ -48,17 +48,13 @@ class Window:
 
 def probe(path: Path, ffmpeg: str) -> AudioInfo | None:
     """The first audio stream's facts, None when the file has no audio stream."""
-    out = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
-                         text=True, errors="replace", timeout=120)
-    text = out.stderr
+    text = read_header(path, ffmpeg)
     stream = _STREAM.search(text)
     if stream is None:
         if "Stream #" in text:
             return None
         raise BadInput(f"ffmpeg cannot read it: {_reason(text)}")
-    duration = _DURATION.search(text)
-    seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else 0.0
-    return AudioInfo(seconds, stream[1], int(stream[2]), stream[3].strip())
+    return AudioInfo(header_seconds(text), stream[1], int(stream[2]), stream[3].strip())
 
 
 def pcm_blocks(path: Path, ffmpeg: str, rate: int, block_s: float, dtype: str = "int16",

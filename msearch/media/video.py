@@ -126,18 +126,27 @@ def _reason(stderr: str) -> str:
     return "; ".join(messages[-4:])[:400] or "ffmpeg failed"
 
 
+def read_header(path: Path, ffmpeg: str) -> str:
+    """What FFmpeg prints when it opens ``path``: its containers, streams and errors."""
+    return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
+                          text=True, errors="replace", timeout=120).stderr
+
+
+def header_seconds(text: str) -> float:
+    """The container's duration from a header read; 0.0 when it does not say."""
+    d = _DURATION.search(text)
+    return int(d[1]) * 3600 + int(d[2]) * 60 + float(d[3]) if d else 0.0
+
+
 def probe(path: Path, ffmpeg: str) -> VideoInfo:
     """Container and stream facts from FFmpeg's header read (no ffprobe needed)."""
-    out = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
-                         text=True, errors="replace", timeout=120)
-    text = out.stderr
+    text = read_header(path, ffmpeg)
     video = _VIDEO.search(text)
     if video is None:
         if "Stream #" in text:
             raise BadInput("no video stream")
         raise BadInput(f"ffmpeg cannot read it: {_reason(text)}")
-    duration = _DURATION.search(text)
-    seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else 0.0
+    seconds = header_seconds(text)
     line = text[video.start():text.find("\n", video.start())]
     fps = _FPS.search(line)
     width, height = int(video[2]), int(video[3])

@@ -197,6 +197,38 @@ class Catalog:
     def thumbnail_exists(self, thumb_id: str) -> bool:
         return bool(self._rows("SELECT 1 FROM units WHERE thumbnail = ? LIMIT 1", [thumb_id]))
 
+    def paths_under(self, roots: list[str]) -> list[str]:
+        """Catalog paths equal to or inside any of ``roots`` (absolute, without a trailing /)."""
+        if not roots:
+            return []
+        exact = {r.rstrip("/") for r in roots}
+        prefixes = tuple(r + "/" for r in exact)
+        return [r["path"] for r in self._rows("SELECT path FROM files ORDER BY path")
+                if r["path"] in exact or r["path"].startswith(prefixes)]
+
+    def delete_files(self, paths: list[str]) -> list[dict]:
+        """Remove these paths' rows; returns the removed rows."""
+        rows = list(self.files_by_path(paths).values())
+        if rows:
+            self._exec("DELETE FROM files WHERE path IN (SELECT unnest(?))", [paths])
+        return rows
+
+    def contents(self) -> dict[str, str]:
+        """content_hash -> the status that counts for it (indexed wins) over every file."""
+        out: dict[str, str] = {}
+        for r in self._rows("SELECT content_hash, status FROM files WHERE content_hash IS NOT NULL"):
+            if out.get(r["content_hash"]) != "indexed":
+                out[r["content_hash"]] = r["status"]
+        return out
+
+    def indexed_contents(self) -> list[dict]:
+        return self._rows("SELECT content_hash, max(units_expected) AS units_expected FROM files "
+                          "WHERE status = 'indexed' AND content_hash IS NOT NULL GROUP BY content_hash")
+
+    def unit_counts_by_space(self) -> dict[tuple[str, str], int]:
+        rows = self._rows("SELECT content_hash, space, count(*) AS n FROM units GROUP BY ALL")
+        return {(r["content_hash"], r["space"]): r["n"] for r in rows}
+
     # -- reports -------------------------------------------------------------------------
     def counts(self) -> list[dict]:
         return self._rows(

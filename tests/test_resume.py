@@ -1,0 +1,75 @@
+"""kill -9 of the indexing job at several moments, then a rerun: the index equals a clean run's."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import ROOT, index_direct, make_settings, wait_no_ray_processes, write_image
+
+from msearch.embed.fake import FakeEmbedder
+from msearch.library import Library
+
+MSEARCH = str(ROOT / ".venv" / "bin" / "msearch")
+KILL_AFTER_S = [4.0, 7.0, 10.0]
+
+
+def _env(data_dir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+    env.update(MSEARCH_DATA_DIR=str(data_dir), MSEARCH_MODELS__CLIP="fake", MSEARCH_MODELS__TEXT="fake",
+               MSEARCH_MODELS__CLAP="none", MSEARCH_MODELS__WHISPER="none", MSEARCH_MODELS__COLPALI="none",
+               MSEARCH_MODELS__OCR="none", MSEARCH_DASHBOARD="false", MSEARCH_RAY_NUM_CPUS="2")
+    return env
+
+
+def _json(args: list[str], env: dict) -> dict:
+    out = subprocess.run([MSEARCH, *args, "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode in (0, 1), out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_kill_9_at_any_moment_then_rerun_equals_a_clean_run(tmp_path):
+    corpus = tmp_path / "corpus"
+    for i in range(60):
+        write_image(corpus / f"img{i:02d}.png", seed=i)
+        (corpus / f"doc{i:02d}.txt").write_text(f"document {i} about topic {i % 7}\n" * (20 + i))
+    env = _env(tmp_path / "data")
+    killed_at, jobs = [], []
+    for after in KILL_AFTER_S:
+        job = subprocess.Popen([MSEARCH, "index", str(corpus)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+        jobs.append(job)
+        time.sleep(after)
+        if job.poll() is None:
+            os.kill(job.pid, signal.SIGKILL)  # the driver only: Ray's own processes notice it died
+            killed_at.append(after)
+        job.wait()
+    assert len(killed_at) >= 2, f"runs finished before their kill points ({killed_at}): make the corpus larger"
+    try:
+        summary = _json(["index", str(corpus)], env)
+        status = _json(["status"], env)
+        verify = _json(["verify"], env)
+    finally:
+        # The killed drivers' Ray clusters (their process groups) would linger for a while.
+        for job in jobs:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert not wait_no_ray_processes(60)
+    assert not summary["failed"] and not summary["skipped"]
+    assert summary["indexed"] + summary["unchanged"] == 120
+    assert status["files"] == {"indexed": 120}  # none pending, none half-indexed
+    assert verify["ok"], verify["problems"]
+
+    # A clean run of the same files, in this process, gives the same points.
+    clean = make_settings(tmp_path / "clean", models={"clip": "fake", "text": "fake"})
+    lib = Library(clean)
+    try:
+        index_direct(lib, clean, [corpus], {"clip": FakeEmbedder("clip"), "text": FakeEmbedder("text")})
+        want = lib.status()["points"]
+    finally:
+        lib.close()
+    assert status["points"] == want and verify["points"] == sum(want.values())
