@@ -197,3 +197,30 @@ def test_tiny_colqwen2_pages_are_the_models_output_and_ranked_as_colpali_does(tm
     finally:
         lib.close()
         colpali.close()
+
+
+def test_text_on_screen_in_a_video_is_found_at_its_scene(tmp_path):
+    from conftest import ffmpeg
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    card = tmp_path / "card.png"
+    text_picture(["Chapter three: the lighthouse"], size=(640, 360), font_size=36).save(card)
+    video = root / "film.mp4"
+    subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=640x360:rate=25:duration=4", "-loop", "1", "-framerate", "25", "-t", "4",
+                    "-i", str(card), "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(video)],
+                   check=True, timeout=120)
+    settings = make_settings(tmp_path / "data", models={"text": "fake", "ocr": "rapidocr"})
+    embedders = {"text": FakeEmbedder("text")}
+    lib = Library(settings)
+    try:
+        report = index_direct(lib, settings, [root], embedders)
+        assert [Path(i["path"]).name for i in report["indexed"]] == ["film.mp4"], report
+        hit = SearchService(embedders, lib, settings).search_text("lighthouse chapter", kinds=["video"], top_k=1)[0]
+        assert hit["path"] == str(video) and "lighthouse" in hit["text"].lower()
+        assert hit["start_s"] == pytest.approx(4.0, abs=0.1) and hit["end_s"] == pytest.approx(8.0, abs=0.1)
+        assert hit["thumbnail"]
+    finally:
+        lib.close()
