@@ -50,7 +50,13 @@ def walk(roots: Iterable[Path], *, include_hidden: bool = False, follow_symlinks
                 continue
             if not _is_regular(st):
                 continue
-            yield {"path": key, "size": st.st_size, "mtime": st.st_mtime}
+            entry = {"path": key, "size": st.st_size, "mtime": st.st_mtime}
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: keep it, shown escaped
+                entry["path"] = os.fsencode(key).decode("utf-8", "backslashreplace")
+                entry["error"] = BAD_NAME
+            yield entry
 
 
 def _is_regular(st) -> bool:
@@ -74,6 +80,17 @@ def _walk_dir(root: Path, include_hidden: bool, follow_symlinks: bool, excluded:
                 path = here / name
                 if follow_symlinks or not path.is_symlink():
                     yield path
+
+
+BAD_NAME = "the file name is not valid UTF-8 (shown here with \\x escapes); rename the file to index it"
+
+
+def hash_entry(entry: dict, text_suffixes: tuple[str, ...]) -> dict:
+    """:func:`hash_and_sniff` for a listed file, or the reason it cannot be read at all."""
+    if entry.get("error"):
+        return {"path": entry["path"], "size": entry.get("size"), "mtime": entry.get("mtime"),
+                "error": entry["error"]}
+    return hash_and_sniff(entry["path"], text_suffixes)
 
 
 def hash_and_sniff(path: str, text_suffixes: tuple[str, ...]) -> dict:

@@ -4,7 +4,7 @@ with missing values still concatenate)."""
 import pyarrow as pa
 
 FILES = pa.schema([
-    ("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+    ("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("error", pa.string()),
 ])
 
 HASHED = pa.schema([

@@ -10,7 +10,7 @@ import pyarrow as pa
 import ray
 
 from msearch.embed import build_embedder, build_transcriber
-from msearch.files import hash_and_sniff
+from msearch.files import hash_entry
 from msearch.units import decode_file, embed_units, transcribe_file
 from pipelines import schema
 from pipelines.owner import NAMESPACE
@@ -25,7 +25,7 @@ def _owner(settings):
 def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing: dict) -> pa.Table:
     """Hash and sniff files, then let the owner decide which contents need embedding."""
     start = time.perf_counter()
-    rows = [{**hash_and_sniff(r["path"], settings.text.suffixes), "run_id": run_id} for r in batch.to_pylist()]
+    rows = [{**hash_entry(r, settings.text.suffixes), "run_id": run_id} for r in batch.to_pylist()]
     hashed = time.perf_counter()
     emit = ray.get(_owner(settings).call.remote("claim", run_id, rows, models, missing))
     log.info("hash: %d files in %.2fs, claim %.2fs, %d to embed",

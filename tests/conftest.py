@@ -135,7 +135,7 @@ def index_direct(library, settings, roots, embedders, missing=None, transcriber=
     """
     import uuid
 
-    from msearch.files import hash_and_sniff, walk
+    from msearch.files import hash_entry, walk
     from msearch.units import decode_file, embed_units, transcribe_file
 
     models = {role: e.model_id for role, e in embedders.items()}
@@ -147,7 +147,7 @@ def index_direct(library, settings, roots, embedders, missing=None, transcriber=
     library.begin_run(run_id, models)
     entries = list(walk([Path(r) for r in roots], exclude=[settings.data_dir]))
     todo = library.plan(run_id, entries, models)
-    rows = [{**hash_and_sniff(e["path"], settings.text.suffixes), "run_id": run_id} for e in todo]
+    rows = [{**hash_entry(e, settings.text.suffixes), "run_id": run_id} for e in todo]
     emit = library.claim(run_id, rows, models, missing or {})
     if transcriber is not None:
         emit = [transcribe_file(r, lambda: transcriber, settings) for r in emit]

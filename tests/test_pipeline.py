@@ -127,3 +127,21 @@ def test_videos_go_through_the_pipeline(ray_local, tmp_path, tiny_clip):
         assert owner.status()["kinds"]["video"] == {"indexed": 2, "failed": 1}
     finally:
         stop_owner(settings)
+
+
+def test_names_that_are_not_utf8_are_recorded_through_the_pipeline(ray_local, tmp_path):
+    from pipelines.index import run_index
+    from pipelines.owner import stop_owner
+
+    root = tmp_path / "names"
+    root.mkdir()
+    (root / os.fsdecode(b"caf\xe9-latin1.txt")).write_text("a note whose name is Latin-1 bytes\n")
+    (root / "一月 notes.txt").write_text("a note with a Chinese name\n")
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"})
+    try:
+        summary = run_index(settings, [str(root)], progress=False)
+    finally:
+        stop_owner(settings)
+    assert summary["indexed"] == 1
+    (failed,) = summary["failed"]
+    assert failed["path"].endswith("caf\\xe9-latin1.txt") and "not valid UTF-8" in failed["error"]

@@ -60,8 +60,10 @@ def prepare_image(data: bytes, *, max_pixels: int, embed_side: int, thumb_side: 
             thumb.save(buf, format="JPEG", quality=85)
     except BadInput:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, EOFError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadInput(f"image over the pixel limit, refused as a possible decompression bomb ({e}); "
+                       f"MSEARCH_IMAGE__MAX_PIXELS is {max_pixels}") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise BadInput(f"cannot decode image: {e}") from e
     return PreparedImage(img.tobytes(), img.width, img.height, w, h, buf.getvalue())
 
