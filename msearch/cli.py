@@ -9,8 +9,10 @@ itself could not run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -110,14 +112,37 @@ def cmd_index(settings: Settings, args) -> int:
     from pipelines.cluster import connect, stop_local
     from pipelines.index import format_summary, run_index
 
-    started = connect(settings, verbose=args.verbose)
-    try:
-        summary = run_index(settings, args.paths, progress=not args.json, verbose=args.verbose)
-    finally:
-        if started:
-            stop_local(settings)
-    print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary))
+    with _stdout_for_results(args.json) as out:
+        started = connect(settings, verbose=args.verbose)
+        try:
+            summary = run_index(settings, args.paths, progress=not args.json, verbose=args.verbose)
+        finally:
+            if started:
+                stop_local(settings)
+        print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary),
+              file=out, flush=True)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stdout_for_results(only_results: bool):
+    """With ``--json``, stdout carries the results only: what Ray prints while it runs (worker
+    and raylet messages) goes to stderr. Yields the stream to print results to."""
+    if not only_results:
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    out = os.fdopen(os.dup(saved), "w", encoding="utf-8")
+    try:
+        yield out
+    finally:
+        out.flush()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        out.close()
 
 
 def cmd_watch(settings: Settings, args) -> int:
@@ -133,14 +158,15 @@ def cmd_watch(settings: Settings, args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    started = connect(settings, verbose=args.verbose)
-    print(f"watching {', '.join(args.paths)} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    try:
-        return run_watch(settings, args.paths, poll_s=args.poll, quiet_s=args.debounce,
-                         reconcile_s=args.reconcile, as_json=args.json, stop=stop)
-    finally:
-        if started:
-            stop_local(settings)
+    with _stdout_for_results(args.json) as out:
+        started = connect(settings, verbose=args.verbose)
+        print(f"watching {', '.join(args.paths)} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        try:
+            return run_watch(settings, args.paths, poll_s=args.poll, quiet_s=args.debounce,
+                             reconcile_s=args.reconcile, as_json=args.json, stop=stop, out=out)
+        finally:
+            if started:
+                stop_local(settings)
 
 
 def cmd_verify(settings: Settings, args) -> int:

@@ -45,3 +45,11 @@ class BadInput(MsearchError):
 
 class NotFound(MsearchError):
     """No such file, unit or thumbnail in the index."""
+
+
+class Unauthorized(MsearchError):
+    """A request that changes the index came without the data dir's API token."""
+
+
+class Forbidden(MsearchError):
+    """A path outside the folders msearch is configured to serve."""

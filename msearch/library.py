@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from msearch.embed import KIND_ROLES, roles_for_kind
-from msearch.errors import ConfigError, NotFound
+from msearch.errors import BadInput, ConfigError, NotFound
 from msearch.settings import Settings
 from msearch.store.catalog import Catalog
 from msearch.store.vectors import Hit, PointData, SpaceQuery, VectorStore, open_vector_store, point_id
@@ -113,14 +113,25 @@ class Library:
         with self._lock:
             known = self.catalog.files_by_path([e["path"] for e in entries])
             todo = []
+            now = time.time()
             for e in entries:
                 old = known.get(e["path"])
-                if old and old["status"] == "indexed" and old["size"] == e["size"] and old["mtime"] == e["mtime"] \
-                        and _models_of(old) == roles_for_kind(old["kind"], models):
+                same = old and old["size"] == e["size"] and old["mtime"] == e["mtime"]
+                if same and old["status"] == "indexed" and _models_of(old) == roles_for_kind(old["kind"], models):
                     self._outcome(run_id, "unchanged", e["path"])
+                elif same and old["status"] == "failed" and now < old["updated_at"] + self._backoff(old):
+                    wait = old["updated_at"] + self._backoff(old) - now
+                    self._outcome(run_id, "failed", e["path"],
+                                  f"{old['error']} (tried {old['attempts'] or 1}x; next try in {wait:.0f} s, "
+                                  "or at once when the file changes)")
                 else:
                     todo.append(e)
             return todo
+
+    def _backoff(self, row: dict) -> float:
+        """Seconds before an unchanged file that failed is tried again: doubling per failure."""
+        idx = self.settings.index
+        return min(idx.retry_backoff_s * 2 ** max(0, (row.get("attempts") or 1) - 1), idx.retry_backoff_max_s)
 
     def claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str]) -> list[dict]:
         # (``models``: available roles; ``missing``: role -> why it is unavailable)
@@ -136,9 +147,10 @@ class Library:
                     "file_id": file_id_for(path), "path": path, "size": r.get("size"), "mtime": r.get("mtime"),
                     "content_hash": h, "kind": kind, "format": r.get("format"), "status": "pending",
                     "models": roles_for_kind(kind, models), "units_expected": None,
+                    "attempts": (old.get("attempts") or 0) if old and old["status"] == "failed" else 0,
                 }
                 if r.get("error"):
-                    row.update(status="failed", error=r["error"])
+                    row.update(status="failed", error=r["error"], attempts=row["attempts"] + 1)
                     if h is None and old:  # unreadable now: keep what it was, in case it comes back
                         row.update(content_hash=old["content_hash"], kind=old["kind"], format=old["format"])
                         h = old["content_hash"]
@@ -167,6 +179,8 @@ class Library:
                         self._inflight[h] = run_id
                         leftovers.append(h)  # partial units of an interrupted earlier try
                         emit.append({**r, "run_id": run_id})
+                if row["status"] == "indexed":
+                    row["attempts"] = 0
                 if row["status"] in ("failed", "skipped"):
                     self._outcome(run_id, row["status"], path, row["error"])
                 updates.append(row)
@@ -405,6 +419,29 @@ class Library:
                              for u in timed if u["space"] == "text"]
         out["sound_windows"] = [{"start_s": u["start_s"], "end_s": u["end_s"]} for u in timed if u["space"] == "clap"]
         return out
+
+    def reset(self, reset_type: str) -> dict:
+        """``index``: drop every vector, unit and thumbnail, and mark every file pending (the next
+        run embeds all again); ``database``: also forget every file; ``all``: also the record of
+        which model made each space (a data dir as new)."""
+        import shutil
+
+        if reset_type not in ("all", "database", "index"):
+            raise BadInput("reset_type must be one of all, database, index")
+        with self._lock:
+            if self._inflight:
+                raise ConfigError("an indexing run is in progress; reset when it has finished")
+            for space in list(self.vectors.spaces()):
+                self.vectors.drop_space(space)
+            self.catalog.clear_units()
+            shutil.rmtree(self.thumbs, ignore_errors=True)
+            if reset_type == "index":
+                self.catalog.mark_all_pending()
+            else:
+                self.catalog.clear_files()
+            if reset_type == "all":
+                self.catalog.clear_meta()
+            return {"reset_type": reset_type, **self.status()}
 
     def verify(self) -> dict:
         """Do the catalog and the vectors agree? Every indexed file's content has all its points

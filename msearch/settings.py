@@ -7,10 +7,12 @@ Nothing reads the environment at import time: call :func:`load_settings`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class _Section(BaseModel):
@@ -121,6 +123,10 @@ class IndexSettings(_Section):
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0
     write_batch_size: int = 64
+    # A file that failed is tried again on later runs after this long, doubling per failure up to
+    # the maximum; at once when its size or mtime changes.
+    retry_backoff_s: float = 60.0
+    retry_backoff_max_s: float = 86_400.0
     follow_symlinks: bool = False
     include_hidden: bool = False
 
@@ -161,6 +167,10 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = None
     collection: str = "msearch"
     device: str = "auto"  # auto, cpu or cuda
+    # Folders msearch serves and watches: `msearch serve` indexes and follows them, and the control
+    # API accepts only paths inside them. JSON list or comma-separated, e.g. /srv/media,/srv/docs.
+    roots: Annotated[tuple[str, ...], NoDecode] = ()
+    watch_poll_s: float | None = None  # poll instead of file-system events (network mounts)
     log_level: str = "INFO"
 
     models: ModelSettings = ModelSettings()
@@ -173,6 +183,13 @@ class Settings(BaseSettings):
     pages: PageSettings = PageSettings()
     index: IndexSettings = IndexSettings()
     serve: ServeSettings = ServeSettings()
+
+    @field_validator("roots", mode="before")
+    @classmethod
+    def _roots(cls, value):
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v.strip()]
+        return tuple(str(Path(v.strip()).expanduser().resolve()) for v in value)
 
     @field_validator("data_dir")
     @classmethod
@@ -194,6 +211,10 @@ class Settings(BaseSettings):
     @property
     def lock_path(self) -> Path:
         return self.data_dir / "owner.lock"
+
+    @property
+    def token_path(self) -> Path:
+        return self.data_dir / "api_token"
 
     @property
     def runtime_path(self) -> Path:

@@ -272,6 +272,23 @@ def _text_units(path: Path, settings, fmt: str, media: dict) -> Iterator[dict]:
     yield from _chunks(text, settings)
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """CUDA's and the host's out-of-memory errors (torch raises either; infinity wraps some)."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def halving(embed, items: list) -> list:
+    """``embed(items)``; when it runs out of memory, each half on its own (down to one item)."""
+    try:
+        return list(embed(items))
+    except Exception as e:
+        if len(items) < 2 or not out_of_memory(e):
+            raise
+        log.warning("out of memory embedding %d inputs; retrying in halves", len(items))
+        mid = len(items) // 2
+        return halving(embed, items[:mid]) + halving(embed, items[mid:])
+
+
 def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]:
     """Add ``vector`` (and for text, BM25 ``sparse_*``) to unit rows, batched per space.
 
@@ -289,11 +306,12 @@ def embed_units(rows: list[dict], embedders: Mapping[str, object]) -> list[dict]
             if embedder is None:
                 raise BadInput(f"no {space} model is loaded")
             if space in ("clip", "colpali"):
-                vectors = embedder.embed_images([rgb_image(out[i]["pixels"], out[i]["width"], out[i]["height"]) for i in idx])
+                vectors = halving(embedder.embed_images,
+                                  [rgb_image(out[i]["pixels"], out[i]["width"], out[i]["height"]) for i in idx])
             elif space == "clap":
-                vectors = embedder.embed_audios([out[i]["audio"] for i in idx])
+                vectors = halving(embedder.embed_audios, [out[i]["audio"] for i in idx])
             else:
-                vectors = embedder.embed_texts([out[i]["text"] for i in idx])
+                vectors = halving(embedder.embed_texts, [out[i]["text"] for i in idx])
         except Exception as e:
             log.exception("embedding %d %s units failed", len(idx), space)
             for i in idx:

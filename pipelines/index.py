@@ -88,8 +88,15 @@ def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dic
     idx = settings.index
     roles = [r for r in models if r in SPACE_KINDS]  # the models the embedding actors load
     speech = all(r in models for r in SPEECH_ROLES)
-    cpus = _fit_cpus(settings, embedding=bool(roles), speech=speech)
-    ds = ray.data.from_arrow(schema.table(todo, schema.FILES))
+    cpus, limit = _fit_cpus(settings, embedding=bool(roles), speech=speech)
+    # Ray Data budgets by the cluster's total; tell it what is actually free (Serve replicas may
+    # hold the rest), every run, since the context outlives a run in a long-lived process.
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+        cpu=limit if limit is not None else float("inf"))
+    # from_items builds its blocks here; from_arrow would run a 1-CPU task first, which never
+    # starts while Serve replicas hold the rest of a small cluster.
+    ds = ray.data.from_items(schema.table(todo, schema.FILES).to_pylist(), override_num_blocks=_blocks(len(todo)))
     ds = ds.map_batches(
         stages.hash_and_claim, batch_size=idx.hash_batch_size, batch_format="pyarrow", num_cpus=cpus["hash"],
         fn_kwargs={"settings": settings, "run_id": run_id, "models": models, "missing": missing},
@@ -118,7 +125,11 @@ def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dic
     return units
 
 
-def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> dict[str, float]:
+def _blocks(n_files: int) -> int:
+    return max(1, min(200, n_files // 256 + 1))
+
+
+def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> tuple[dict[str, float], float | None]:
     """CPU requests per stage, scaled down when the cluster cannot hold the actor pools plus a
     task at once (a small machine, or Serve replicas holding some): Ray Data would otherwise
     wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores."""
@@ -135,16 +146,16 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> dict[str, fl
                     "cluster grows (see MSEARCH_INDEX__*_NUM_GPUS)", gpus, total.get("GPU", 0))
     have = free.get("CPU", 0.0)
     if have >= least:
-        return cpus
+        return cpus, (have if have < total.get("CPU", 0.0) else None)
     if have <= 0.05:
         log.warning("the indexing pipeline needs %.2f CPU and the Ray cluster has %.2f free; it waits until "
                     "the cluster grows or other work ends (see MSEARCH_INDEX__* and MSEARCH_RAY_NUM_CPUS)",
                     least, have)
-        return cpus
+        return cpus, None
     factor = 0.9 * have / least
     log.info("the indexing pipeline needs %.2f CPU at once and %.2f are free: CPU requests scaled by %.2f",
              least, have, factor)
-    return {stage: value * factor for stage, value in cpus.items()}
+    return {stage: value * factor for stage, value in cpus.items()}, have
 
 
 def format_summary(summary: dict, limit: int = 20) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,13 +27,14 @@ log = logging.getLogger("msearch.watch")
 
 
 def run_watch(settings: Settings, roots: list[str], *, poll_s: float | None = None, quiet_s: float = 2.0,
-              reconcile_s: float = 600.0, as_json: bool = False, stop: threading.Event | None = None) -> int:
+              reconcile_s: float = 600.0, as_json: bool = False, stop: threading.Event | None = None,
+              out=None) -> int:
     """Watch ``roots`` until ``stop`` is set (or the process is interrupted)."""
     stop = stop or threading.Event()
     paths = check_roots(roots)
     changes = Changes(quiet_s=quiet_s, ignore=[settings.data_dir])
     observer = observe(paths, changes, poll_s)  # before the first run, so nothing falls between
-    report = _reporter(as_json)
+    report = _reporter(as_json, out or sys.stdout)
     try:
         report("initial", run_index(settings, [str(p) for p in paths], progress=False))
         next_full = time.monotonic() + reconcile_s
@@ -71,10 +73,10 @@ def _apply(settings: Settings, roots: list[Path], batch, report) -> None:
         report("changes", summary)
 
 
-def _reporter(as_json: bool):
+def _reporter(as_json: bool, out):
     def report(what: str, summary: dict) -> None:
         if as_json:
-            print(json.dumps({"event": what, **summary}, ensure_ascii=False), flush=True)
+            print(json.dumps({"event": what, **summary}, ensure_ascii=False), file=out, flush=True)
         else:
-            print(f"[{time.strftime('%H:%M:%S')}] {what}: {format_summary(summary)}", flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {what}: {format_summary(summary)}", file=out, flush=True)
     return report

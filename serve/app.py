@@ -5,19 +5,23 @@
 """
 
 import logging
+import os
+import queue
 import threading
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, Header, HTTPException, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from ray import serve
 
+from msearch.auth import check_bearer, ensure_token, inside_roots
 from msearch.embed import build_embedder
 from msearch.errors import (
-    BadInput, ConfigError, ModelUnavailable, MsearchError, NotFound, UnsupportedQuery,
+    BadInput, ConfigError, Forbidden, ModelUnavailable, MsearchError, NotFound, Unauthorized, UnsupportedQuery,
 )
+from msearch.library import file_id_for
 from msearch.search import SearchService
 from msearch.settings import Settings, load_settings
 
@@ -48,6 +52,18 @@ class SearchResult(BaseModel):
     thumbnail: str | None = None
 
 
+class ProcessRequest(BaseModel):
+    path: str = Field(..., min_length=1, max_length=4096, description="A file or folder inside MSEARCH_ROOTS.")
+
+
+class BatchProcessRequest(BaseModel):
+    paths: list[str] = Field(..., min_length=1, max_length=10_000)
+
+
+class ResetRequest(BaseModel):
+    reset_type: Literal["all", "database", "index"]
+
+
 class SearchResponse(BaseModel):
     query: str | None
     took_ms: float
@@ -55,7 +71,8 @@ class SearchResponse(BaseModel):
 
 
 def http_error(e: MsearchError) -> HTTPException:
-    code = {BadInput: 400, NotFound: 404, UnsupportedQuery: 422, ModelUnavailable: 503, ConfigError: 409}
+    code = {BadInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, UnsupportedQuery: 422,
+            ModelUnavailable: 503, ConfigError: 409}
     for cls, status in code.items():
         if isinstance(e, cls):
             return HTTPException(status, str(e))
@@ -96,6 +113,37 @@ class QueryEmbedder:
         return self._model().embed_audios(clips).tolist()
 
 
+class _Processor:
+    """Indexes what the control API asks for, one batch at a time, in a background thread of
+    the ingress replica (the indexing pipeline itself runs on the cluster as usual)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.state: dict[str, str] = {}  # path -> queued | processing
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, daemon=True, name="msearch-process").start()
+
+    def submit(self, paths: list[str]) -> None:
+        for p in paths:
+            self.state[p] = "queued"
+        self._queue.put(list(paths))
+
+    def _run(self) -> None:
+        from pipelines.index import run_index
+
+        while True:
+            paths = self._queue.get()
+            for p in paths:
+                self.state[p] = "processing"
+            try:
+                run_index(self.settings, [p for p in paths if os.path.lexists(p)], progress=False)
+            except Exception:  # recorded per file by the run; a failed batch must not stop the thread
+                log.exception("processing %d paths failed", len(paths))
+            finally:
+                for p in paths:
+                    self.state.pop(p, None)
+
+
 class _HandleEmbedder:
     """Calls a QueryEmbedder deployment from a sync endpoint (runs in FastAPI's threadpool)."""
 
@@ -126,6 +174,33 @@ class SearchAPI:
         self._embedders = embedders
         self._service: SearchService | None = None
         self._lock = threading.Lock()
+        self.token = ensure_token(settings)
+        self._processor: _Processor | None = None
+
+    def _guard(self, authorization: str | None) -> None:
+        try:
+            check_bearer(authorization, self.token)
+        except MsearchError as e:
+            raise http_error(e) from e
+
+    @property
+    def processor(self) -> _Processor:
+        with self._lock:
+            if self._processor is None:
+                self._processor = _Processor(self.settings)
+            return self._processor
+
+    def _accept(self, paths: list[str]) -> list[str]:
+        out = []
+        for path in paths:
+            try:
+                resolved = inside_roots(path, self.settings.roots)
+            except MsearchError as e:
+                raise http_error(e) from e
+            if not os.path.lexists(resolved):
+                raise HTTPException(404, f"{path}: no such file or folder")
+            out.append(resolved)
+        return out
 
     @property
     def service(self) -> SearchService:
@@ -200,6 +275,49 @@ class SearchAPI:
         """A file's catalog row and the units it was cut into (as ``msearch show``)."""
         try:
             return self.store.show(file_id)
+        except MsearchError as e:
+            raise http_error(e) from e
+
+    @api.post("/api/v1/files/process", status_code=202)
+    def process(self, request: ProcessRequest, authorization: Annotated[str | None, Header()] = None) -> dict:
+        """Index (or re-index) one file or folder inside MSEARCH_ROOTS. Needs the API token."""
+        self._guard(authorization)
+        (path,) = self._accept([request.path])
+        self.processor.submit([path])
+        return {"file_id": file_id_for(path), "path": path, "status": "queued"}
+
+    @api.post("/api/v1/files/batch-process", status_code=202)
+    def batch_process(self, request: BatchProcessRequest,
+                      authorization: Annotated[str | None, Header()] = None) -> dict:
+        """Index several files or folders inside MSEARCH_ROOTS as one run. Needs the API token."""
+        self._guard(authorization)
+        paths = self._accept(request.paths)
+        self.processor.submit(paths)
+        return {"files": [{"file_id": file_id_for(p), "path": p, "status": "queued"} for p in paths]}
+
+    @api.get("/api/v1/files/process-status/{file_id}")
+    def process_status(self, file_id: str) -> dict:
+        """``queued`` or ``processing`` while the control API works on it, then the file's status
+        (``indexed``, ``failed``, ``skipped``, ``pending``) with its error."""
+        waiting = {file_id_for(p): (p, s) for p, s in list(self.processor.state.items())}
+        if file_id in waiting:
+            path, state = waiting[file_id]
+            return {"file_id": file_id, "path": path, "status": state, "progress": 0.0, "error": None}
+        try:
+            row = self.store.show(file_id)
+        except MsearchError as e:
+            raise http_error(e) from e
+        done = row["status"] in ("indexed", "failed", "skipped")
+        return {"file_id": file_id, "path": row["path"], "status": row["status"],
+                "progress": 1.0 if done else 0.0, "error": row["error"]}
+
+    @api.post("/api/v1/system/reset")
+    def reset(self, request: ResetRequest, authorization: Annotated[str | None, Header()] = None) -> dict:
+        """``index``: drop all vectors (files are indexed again by the next run); ``database``: also
+        forget all files; ``all``: a data dir as new. Needs the API token."""
+        self._guard(authorization)
+        try:
+            return self.store.reset(request.reset_type)
         except MsearchError as e:
             raise http_error(e) from e
 

@@ -12,6 +12,7 @@ from pipelines.owner import get_owner
 import ray
 from ray import serve
 
+from msearch.auth import ensure_token
 from msearch.owner import forget_runtime, write_runtime
 from serve.app import build_app
 
@@ -31,7 +32,13 @@ def run_server(settings, verbose: bool = False) -> int:
         url = f"http://{settings.host}:{settings.port}"
         write_runtime(settings, http=url)  # CLI commands check /health before they use it
         serve.run(build_app(settings), name="msearch", route_prefix="/", blocking=False)
+        token = ensure_token(settings)
         print(f"msearch is serving {settings.data_dir} at {url} (API docs: {url}/docs)")
+        print(f"control API token ({len(token)} characters): {settings.token_path}")
+        if settings.roots:
+            # Index the configured folders and follow them for as long as we serve.
+            threading.Thread(target=_watch, args=(settings, stop), daemon=True, name="msearch-watch").start()
+            print(f"watching {', '.join(settings.roots)}")
         if started and settings.dashboard:
             print(f"Ray dashboard: http://{settings.dashboard_host}:{settings.dashboard_port} "
                   "(Jobs: indexing runs; Serve: deployments and replicas)")
@@ -49,6 +56,15 @@ def run_server(settings, verbose: bool = False) -> int:
                 log.debug("serve.delete: %s", e)
             ray.shutdown()
     return 0
+
+
+def _watch(settings, stop: threading.Event) -> None:
+    from pipelines.watch import run_watch
+
+    try:
+        run_watch(settings, list(settings.roots), poll_s=settings.watch_poll_s, stop=stop)
+    except Exception:  # serving goes on; the log says why the folders are not followed
+        log.exception("watching %s stopped", ", ".join(settings.roots))
 
 
 def _exit_if_stuck(after_s: float) -> None:

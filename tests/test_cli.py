@@ -127,3 +127,47 @@ def test_serve_runs_until_signalled_and_the_cli_uses_it(cli):
     assert server.returncode == 0, output
     assert not (data_dir / "owner.json").exists()
     assert not wait_no_ray_processes()
+
+
+def test_serve_indexes_and_follows_the_configured_roots(tmp_path):
+    import signal
+    import time
+
+    import httpx
+
+    from conftest import free_port, wait_for_health
+
+    root = tmp_path / "watched"
+    root.mkdir()
+    (root / "first.txt").write_text("the first note, about harbours\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+    env.update(MSEARCH_DATA_DIR=str(tmp_path / "data"), MSEARCH_DASHBOARD="false", MSEARCH_PORT=str(port),
+               MSEARCH_ROOTS=str(root), MSEARCH_MODELS__CLIP="fake", MSEARCH_MODELS__TEXT="fake",
+               MSEARCH_MODELS__CLAP="none", MSEARCH_MODELS__WHISPER="none", MSEARCH_MODELS__COLPALI="none",
+               MSEARCH_MODELS__OCR="none")
+    server = subprocess.Popen([*MSEARCH, "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def indexed() -> int:
+        return httpx.get(f"{url}/api/v1/status", timeout=30).json()["files"].get("indexed", 0)
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 180
+        while indexed() != n:
+            assert server.poll() is None and time.monotonic() < deadline, f"{indexed()} indexed, not {n}"
+            time.sleep(0.5)
+
+    try:
+        wait_for_health(url, server)
+        wait_for(1)  # the roots are indexed at start
+        (root / "second.txt").write_text("a second note, about lighthouses\n")
+        wait_for(2)  # and followed
+        (root / "first.txt").unlink()
+        wait_for(1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=120)[0]
+    assert server.returncode == 0, output
+    assert not wait_no_ray_processes()

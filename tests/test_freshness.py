@@ -125,3 +125,53 @@ def test_changes_are_debounced_and_deduplicated(tmp_path):
     assert batch.changed == [str(keep), str(moved)]
     assert batch.gone == [str(tmp), str(tmp_path / "old.txt")]
     assert not changes.take(now=time.monotonic() + 3)
+
+
+def test_out_of_memory_halves_the_batch_and_retries():
+    from msearch.units import embed_units
+
+    calls = []
+
+    class Tight(FakeEmbedder):
+        def embed_texts(self, texts):
+            calls.append(len(texts))
+            if len(texts) > 3:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().embed_texts(texts)
+
+    rows = [{"space": "text", "text": f"chunk {i}", "content_hash": "h", "unit": i} for i in range(10)]
+    out = embed_units(rows, {"text": Tight("text")})
+    assert all(r.get("vector") and not r.get("error") for r in out)
+    assert calls[0] == 10 and max(calls[1:]) <= 5 and sum(c for c in calls if c <= 3) == 10
+    # The vectors are what one batch would have given.
+    want = FakeEmbedder("text").embed_texts([r["text"] for r in rows])
+    assert [r["vector"] for r in out] == [list(map(float, v)) for v in want]
+
+
+def test_failed_files_are_retried_with_backoff(fake_settings, corpus):
+    import os
+
+    lib = Library(fake_settings)
+    try:
+        first = reindex(lib, fake_settings, corpus)
+        assert [f["path"].rsplit("/", 1)[-1] for f in first["failed"]] == ["broken.jpg"]
+        broken = str(corpus / "broken.jpg")
+        assert lib.catalog.file(broken)["attempts"] == 1
+        again = reindex(lib, fake_settings, corpus)  # at once: not tried again
+        (entry,) = again["failed"]
+        assert "next try in" in entry["error"] and lib.catalog.file(broken)["attempts"] == 1
+        # After the backoff has passed it is tried again, and the next wait doubles.
+        lib.catalog._exec("UPDATE files SET updated_at = updated_at - 61 WHERE path = ?", [broken])
+        reindex(lib, fake_settings, corpus)
+        assert lib.catalog.file(broken)["attempts"] == 2
+        assert lib._backoff(lib.catalog.file(broken)) == 120
+        # A file that changes is tried at once.
+        os.utime(broken, (1, 1))
+        reindex(lib, fake_settings, corpus)
+        assert lib.catalog.file(broken)["attempts"] == 3
+        (corpus / "broken.jpg").write_bytes((corpus / "photos" / "img1.jpg").read_bytes())  # fixed
+        reindex(lib, fake_settings, corpus)
+        fixed = lib.catalog.file(broken)
+        assert fixed["status"] == "indexed" and fixed["attempts"] == 0
+    finally:
+        lib.close()

@@ -73,3 +73,30 @@ def test_kill_9_at_any_moment_then_rerun_equals_a_clean_run(tmp_path):
     finally:
         lib.close()
     assert status["points"] == want and verify["points"] == sum(want.values())
+
+
+def test_an_embedding_actor_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path):
+    corpus = tmp_path / "corpus"
+    for i in range(60):
+        write_image(corpus / f"img{i:02d}.png", seed=i)
+        (corpus / f"doc{i:02d}.txt").write_text(f"document {i} about topic {i % 7}\n" * (20 + i))
+    env = _env(tmp_path / "data")
+    job = subprocess.Popen([MSEARCH, "index", str(corpus), "--json"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and job.poll() is None and time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        actors = [int(line.split()[0]) for line in ps.splitlines() if "MapBatches(EmbedUnits)" in line]
+        if actors:
+            time.sleep(1.0)  # let it take batches
+            os.kill(actors[0], signal.SIGKILL)
+            killed = actors[0]
+        time.sleep(0.1)
+    out, _ = job.communicate(timeout=600)
+    assert killed, "the embedding actor was never seen"
+    summary = json.loads(out)
+    assert summary["indexed"] == 120 and not summary["failed"], summary["failed"][:3]
+    verify = _json(["verify"], env)
+    assert verify["ok"], verify["problems"]
+    assert not wait_no_ray_processes(60)

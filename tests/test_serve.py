@@ -35,12 +35,13 @@ def http(tmp_path_factory, tiny_clip, tiny_clap, minilm_id):
     sounds.mkdir()
     sound_file(sounds / "mix.wav")
     settings = make_settings(tmp / "data", models={"clip": tiny_clip, "text": minilm_id, "clap": tiny_clap},
-                             port=free_port())
+                             port=free_port(), roots=[str(corpus), str(sounds)])
     assert connect(settings) is True
     run_index(settings, [str(corpus), str(sounds)], progress=False)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name="msearch", route_prefix="/", blocking=False)
     with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=60) as client:
+        client.settings = settings
         yield client, corpus, before
     serve.shutdown()
     stop_owner(settings)
@@ -139,3 +140,79 @@ def test_files_status_and_docs(http):
 def test_everything_listens_on_loopback_only(http):
     _, _, before = http
     assert non_loopback(listeners()) - non_loopback(before) == set()
+
+
+def _token(client) -> dict:
+    return {"Authorization": "Bearer " + client.settings.token_path.read_text().strip()}
+
+
+def test_control_api_needs_the_token_and_paths_inside_the_roots(http):
+    import os
+    import stat
+
+    client, corpus, _ = http
+    assert stat.S_IMODE(os.stat(client.settings.token_path).st_mode) == 0o600
+    doc = str(corpus / "docs" / "budget.md")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+        r = client.post("/api/v1/files/process", json={"path": doc}, headers=headers)
+        assert r.status_code == 401 and "token" in r.json()["detail"]
+        assert client.post("/api/v1/files/batch-process", json={"paths": [doc]}, headers=headers).status_code == 401
+        assert client.post("/api/v1/system/reset", json={"reset_type": "index"}, headers=headers).status_code == 401
+    token = _token(client)
+    for outside in ("/etc/passwd", str(corpus / ".." / ".." / "etc"), str(client.settings.data_dir / "catalog.duckdb")):
+        r = client.post("/api/v1/files/process", json={"path": outside}, headers=token)
+        assert r.status_code == 403 and "outside" in r.json()["detail"], outside
+    assert client.post("/api/v1/files/process", json={"path": str(corpus / "nope.txt")}, headers=token).status_code == 404
+    assert client.post("/api/v1/files/batch-process", json={"paths": []}, headers=token).status_code == 422
+    assert client.post("/api/v1/system/reset", json={"reset_type": "everything"}, headers=token).status_code == 422
+    assert client.get("/api/v1/files/process-status/0123456789abcdef").status_code == 404
+
+
+def test_control_api_indexes_a_new_file(http):
+    import time
+
+    client, corpus, _ = http
+    new = corpus / "docs" / "lighthouse.txt"
+    new.write_text("The lighthouse keeper logged a storm and a broken lamp.\n")
+    r = client.post("/api/v1/files/process", json={"path": str(new)}, headers=_token(client))
+    assert r.status_code == 202, r.text
+    file_id = r.json()["file_id"]
+    deadline = time.monotonic() + 180
+    while True:
+        status = client.get(f"/api/v1/files/process-status/{file_id}").json()
+        if status["status"] == "indexed":
+            break
+        assert status["status"] in ("queued", "processing", "pending"), status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+    assert status["progress"] == 1.0 and status["error"] is None
+    hits = client.post("/api/v1/search", json={"query": "lighthouse keeper storm", "kinds": ["text"]}).json()
+    assert hits["results"][0]["path"] == str(new)
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(http):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    client, _, _ = http
+    schemathesis = Path(sys.executable).parent / "schemathesis"
+    url = f"{client.base_url}/openapi.json"
+    common = [str(schemathesis), "run", url, "--checks", "not_a_server_error", "--max-examples", "15",
+              "--phases", "examples,coverage,fuzzing", "--seed", "1", "--request-timeout", "60"]
+    for extra in ([], ["-H", f"Authorization: {_token(client)['Authorization']}",
+                       "--exclude-path", "/api/v1/system/reset"]):
+        out = subprocess.run(common + extra, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-6000:]
+
+
+def test_reset_index_then_everything(http):
+    client, corpus, _ = http
+    token = _token(client)
+    r = client.post("/api/v1/system/reset", json={"reset_type": "index"}, headers=token)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["points"] == {} and set(body["files"]) == {"pending"}  # indexed again by the next run
+    r = client.post("/api/v1/system/reset", json={"reset_type": "all"}, headers=token)
+    assert r.status_code == 200 and r.json()["files"] == {} and r.json()["models"] == {}
+    assert client.post("/api/v1/search", json={"query": "budget"}).json()["results"] == []

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 from conftest import ROOT, wait_no_ray_processes, write_image
 
 from msearch.files import walk
@@ -17,7 +18,8 @@ from msearch.settings import Settings
 MSEARCH = str(ROOT / ".venv" / "bin" / "msearch")
 
 
-def test_watch_keeps_the_index_equal_to_the_folder(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--poll", "0.5"]], ids=["events", "polling"])
+def test_watch_keeps_the_index_equal_to_the_folder(tmp_path, mode):
     root = tmp_path / "watched"
     root.mkdir()
     for i in range(5):
@@ -27,7 +29,7 @@ def test_watch_keeps_the_index_equal_to_the_folder(tmp_path):
     env.update(MSEARCH_DATA_DIR=str(data), MSEARCH_MODELS__CLIP="fake", MSEARCH_MODELS__TEXT="fake",
                MSEARCH_MODELS__CLAP="none", MSEARCH_MODELS__WHISPER="none", MSEARCH_MODELS__COLPALI="none",
                MSEARCH_MODELS__OCR="none", MSEARCH_DASHBOARD="false", MSEARCH_RAY_NUM_CPUS="2")
-    watch = subprocess.Popen([MSEARCH, "watch", str(root), "--debounce", "1", "--json"], env=env,
+    watch = subprocess.Popen([MSEARCH, "watch", str(root), "--debounce", "1", "--json", *mode], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     events: list[dict] = []
     reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in watch.stdout), daemon=True)

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_at DOUBLE
 );
 ALTER TABLE files ADD COLUMN IF NOT EXISTS media VARCHAR;
+ALTER TABLE files ADD COLUMN IF NOT EXISTS attempts INTEGER;
 CREATE INDEX IF NOT EXISTS files_hash ON files (content_hash);
 CREATE INDEX IF NOT EXISTS files_path ON files (path);
 CREATE TABLE IF NOT EXISTS units (
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS units (
 
 FILE_COLUMNS = (
     "file_id", "path", "size", "mtime", "content_hash", "kind", "format", "status", "error",
-    "units_expected", "models", "timings", "updated_at", "indexed_at", "media",
+    "units_expected", "models", "timings", "updated_at", "indexed_at", "media", "attempts",
 )
 UNIT_COLUMNS = (
     "content_hash", "unit", "space", "kind", "start_s", "end_s", "page", "char_start",
@@ -153,8 +154,10 @@ class Catalog:
         indexed_at = now if status == "indexed" else None
         self._exec(
             "UPDATE files SET status = ?, error = ?, updated_at = ?, indexed_at = ?, "
-            "timings = coalesce(?, timings) WHERE content_hash = ? AND status = 'pending'",
-            [status, error, now, indexed_at, json.dumps(timings) if timings else None, content_hash],
+            "timings = coalesce(?, timings), "
+            "attempts = CASE WHEN ? = 'failed' THEN coalesce(attempts, 0) + 1 ELSE 0 END "
+            "WHERE content_hash = ? AND status = 'pending'",
+            [status, error, now, indexed_at, json.dumps(timings) if timings else None, status, content_hash],
         )
         return self.files_with_hashes([content_hash], status)
 
@@ -220,6 +223,19 @@ class Catalog:
             if out.get(r["content_hash"]) != "indexed":
                 out[r["content_hash"]] = r["status"]
         return out
+
+    def clear_units(self) -> None:
+        self._exec("DELETE FROM units")
+
+    def clear_files(self) -> None:
+        self._exec("DELETE FROM files")
+
+    def clear_meta(self) -> None:
+        self._exec("DELETE FROM meta")
+
+    def mark_all_pending(self) -> None:
+        """Every file must be indexed again (its size and mtime no longer count as done)."""
+        self._exec("UPDATE files SET status = 'pending', error = NULL, units_expected = NULL, indexed_at = NULL")
 
     def indexed_contents(self) -> list[dict]:
         return self._rows("SELECT content_hash, max(units_expected) AS units_expected FROM files "

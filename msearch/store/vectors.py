@@ -70,6 +70,7 @@ class VectorStore(Protocol):
     def ensure_space(self, space: str, dim: int) -> None: ...
     def upsert(self, space: str, points: list[PointData]) -> None: ...
     def delete_content(self, content_hash: str) -> None: ...
+    def drop_space(self, space: str) -> None: ...
     def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]: ...
     def count(self, space: str, kinds: list[str] | None = None) -> int: ...
     def vectors(self, space: str, ids: list[str], using: str = DENSE) -> dict[str, list]: ...
@@ -208,6 +209,19 @@ class EdgeStore(_Store):
             for shard in self._shards.values():
                 shard.update(E.UpdateOperation.delete_points_by_filter(flt))
 
+    def drop_space(self, space: str) -> None:
+        import shutil
+
+        with self._lock:
+            shard = self._shards.pop(space, None)
+            if shard is not None:
+                shard.close()
+            self._dims.pop(space, None)
+            tmp = self._meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._dims))
+            tmp.replace(self._meta)
+            shutil.rmtree(self.root / space, ignore_errors=True)
+
     def _query(self, space, vector, using, flt, limit, prefetch=None):
         E = self._E
         prefetches = None
@@ -293,6 +307,10 @@ class ClientStore(_Store):
         flt = m.Filter(must=[m.FieldCondition(key="content_hash", match=m.MatchValue(value=content_hash))])
         for space in list(self._dims):
             self._client.delete(self._name(space), points_selector=m.FilterSelector(filter=flt), wait=True)
+
+    def drop_space(self, space: str) -> None:
+        if self._dims.pop(space, None) is not None:
+            self._client.delete_collection(self._name(space))
 
     def _query(self, space, vector, using, flt, limit, prefetch=None):
         pre = None

@@ -1,0 +1,48 @@
+"""The control API's guard: a bearer token kept in the data dir, and the configured roots."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from msearch.errors import Forbidden, Unauthorized
+
+
+def ensure_token(settings) -> str:
+    """The data dir's API token, created on first use, readable by its owner only (0600)."""
+    path: Path = settings.token_path
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def check_bearer(authorization: str | None, token: str) -> None:
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given.strip(), token):
+        raise Unauthorized("this request needs the API token: Authorization: Bearer <token> "
+                           "(the token is in the data dir's api_token file)")
+
+
+def inside_roots(path: str, roots: tuple[str, ...]) -> str:
+    """``path`` made absolute (symlinks resolved), if it lies inside one of ``roots``."""
+    if not roots:
+        raise Forbidden("no folders are configured (MSEARCH_ROOTS): the control API accepts no paths")
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise Forbidden("not a usable path")
+    try:
+        path.encode("utf-8")
+        resolved = os.path.realpath(os.path.expanduser(path))
+    except (UnicodeEncodeError, OSError, ValueError) as e:
+        raise Forbidden(f"not a usable path ({e})") from e
+    for root in roots:
+        real_root = os.path.realpath(root)
+        if resolved == real_root or resolved.startswith(real_root.rstrip("/") + "/"):
+            return resolved
+    raise Forbidden(f"{path} is outside the folders msearch serves (MSEARCH_ROOTS)")
