@@ -24,6 +24,14 @@ def _env(data_dir: Path) -> dict:
     return env
 
 
+def _corpus(root: Path) -> Path:
+    """120 files: 60 pictures and 60 texts, enough work for a run to be killed in the middle."""
+    for i in range(60):
+        write_image(root / f"img{i:02d}.png", seed=i)
+        (root / f"doc{i:02d}.txt").write_text(f"document {i} about topic {i % 7}\n" * (20 + i))
+    return root
+
+
 def _json(args: list[str], env: dict) -> dict:
     out = subprocess.run([MSEARCH, *args, "--json"], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode in (0, 1), out.stderr[-3000:]
@@ -31,10 +39,7 @@ def _json(args: list[str], env: dict) -> dict:
 
 
 def test_kill_9_at_any_moment_then_rerun_equals_a_clean_run(tmp_path):
-    corpus = tmp_path / "corpus"
-    for i in range(60):
-        write_image(corpus / f"img{i:02d}.png", seed=i)
-        (corpus / f"doc{i:02d}.txt").write_text(f"document {i} about topic {i % 7}\n" * (20 + i))
+    corpus = _corpus(tmp_path / "corpus")
     env = _env(tmp_path / "data")
     killed_at, jobs = [], []
     for after in KILL_AFTER_S:
@@ -76,10 +81,7 @@ def test_kill_9_at_any_moment_then_rerun_equals_a_clean_run(tmp_path):
 
 
 def test_an_embedding_actor_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path):
-    corpus = tmp_path / "corpus"
-    for i in range(60):
-        write_image(corpus / f"img{i:02d}.png", seed=i)
-        (corpus / f"doc{i:02d}.txt").write_text(f"document {i} about topic {i % 7}\n" * (20 + i))
+    corpus = _corpus(tmp_path / "corpus")
     env = _env(tmp_path / "data")
     job = subprocess.Popen([MSEARCH, "index", str(corpus), "--json"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
