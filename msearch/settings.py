@@ -119,6 +119,7 @@ class IndexSettings(_Section):
     embed_actors: int = 1  # size of the embedding actor pool
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
+    embed_threads: int = 0  # torch CPU threads per embedding actor; 0: the node's cores
     whisper_actors: int = 1  # transcription actor pool, apart from the embedding actors
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0

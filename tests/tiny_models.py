@@ -43,8 +43,12 @@ def _bpe_tokenizer(slow_cls, fast_cls, vocab: dict[str, int], max_len: int):
         return fast_cls.from_pretrained(td, model_max_length=max_len)
 
 
-def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = None) -> str:
-    """Like a hub CLIP checkpoint, config.json has no top-level max_length unless given."""
+def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = None, full_size: bool = False) -> str:
+    """Like a hub CLIP checkpoint, config.json has no top-level max_length unless given.
+
+    ``full_size``: the ViT-B/32 architecture of openai/clip-vit-base-patch32 (224-px images,
+    512-d projection) with random weights, for throughput measurements.
+    """
     import torch
     from transformers import (
         CLIPConfig,
@@ -93,13 +97,20 @@ def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = Non
         # defaults it to 20. Real checkpoints do not set it: msearch must fix it at load.
         **({"max_length": config_max_length} if config_max_length else {}),
     )
+    side = 32
+    if full_size:  # transformers' defaults are ViT-B/32
+        cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=TEXT_MAX_LEN,
+                                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                          pad_token_id=tok.pad_token_id),
+                         vision_config=dict(image_size=224, patch_size=32), projection_dim=512)
+        side = 224
     torch.manual_seed(seed)
     model = CLIPModel(cfg).eval()
 
     # ---- image processor ----
     improc = CLIPImageProcessor(
-        size={"shortest_edge": 32},
-        crop_size={"height": 32, "width": 32},
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
         do_resize=True,
         do_center_crop=True,
     )

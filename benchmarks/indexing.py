@@ -1,0 +1,151 @@
+"""Indexing efficiency: end-to-end files/s of `msearch index` (Ray Data pipeline, local Ray) on
+generated images and text files, against model-only throughput of the same models on the same
+decoded inputs in one process. Prints a table and writes JSON.
+
+    .venv/bin/python benchmarks/indexing.py [--images 300] [--texts 200] [--out results.json]
+
+Images are embedded with the ViT-B/32 CLIP architecture (openai/clip-vit-base-patch32's shapes)
+with random weights, built on the fly as the tests build their tiny models: no CLIP weights
+exist offline, and the compute is the same. Texts use the packaged all-MiniLM-L6-v2.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = ("harbour lighthouse budget rain valley camera river storm archive footage interview "
+         "bridge garden music ferry timetable editor scene").split()
+
+
+def make_corpus(root: Path, images: int, texts: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "texts").mkdir()
+    for i in range(images):
+        base = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((640, 480), Image.Resampling.BICUBIC)
+        img.save(root / "images" / f"img{i:04d}.jpg", quality=88)
+    for i in range(texts):
+        words = rng.choice(WORDS, 120)
+        (root / "texts" / f"note{i:04d}.txt").write_text(" ".join(words) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--texts", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from tiny_models import build_tiny_clip
+
+    from msearch.embed.infinity import InfinityClip, InfinityText
+    from msearch.embed.resolve import resolve_model
+    from msearch.files import walk
+    from msearch.library import Library
+    from msearch.media.image import prepare_image
+    from msearch.media.text import chunk_text, read_text
+    from msearch.settings import Settings
+
+    out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+                 "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        corpus = td / "corpus"
+        make_corpus(corpus, args.images, args.texts)
+        clip_dir = build_tiny_clip(str(td / "clip"), full_size=True)
+        minilm = "sentence-transformers/all-MiniLM-L6-v2"
+        settings = Settings(data_dir=td / "data", models={"clip": clip_dir, "text": minilm, "clap": "none",
+                                                          "whisper": "none", "colpali": "none", "ocr": "none"},
+                            index={"embed_batch_size": args.batch})
+
+        # -- model only: the same decoded inputs, one process ------------------------------
+        img = settings.image
+        pictures = [prepare_image(p.read_bytes(), max_pixels=img.max_pixels, embed_side=img.embed_side,
+                                  thumb_side=img.thumb_side).to_pil() for p in sorted((corpus / "images").iterdir())]
+        chunks = [c.text for p in sorted((corpus / "texts").iterdir())
+                  for c in chunk_text(read_text(p, 10**7)[0], settings.text.chunk_chars, settings.text.chunk_overlap)]
+        clip = InfinityClip(clip_dir, clip_dir, settings)
+        clip.embed_images(pictures[: args.batch])  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(pictures), args.batch):
+            clip.embed_images(pictures[i : i + args.batch])
+        clip_s = time.perf_counter() - start
+        clip.close()
+        text = InfinityText(minilm, resolve_model("text", minilm, "MSEARCH_MODELS__TEXT"), settings)
+        text.embed_texts(chunks[: args.batch])
+        start = time.perf_counter()
+        for i in range(0, len(chunks), args.batch):
+            text.embed_texts(chunks[i : i + args.batch])
+        text_s = time.perf_counter() - start
+        text.close()
+        model_only_s = clip_s + text_s
+
+        # -- end to end: msearch index through a local Ray ---------------------------------
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+        env.update(MSEARCH_DATA_DIR=str(td / "data"), MSEARCH_MODELS__CLIP=clip_dir, MSEARCH_MODELS__TEXT=minilm,
+                   MSEARCH_MODELS__CLAP="none", MSEARCH_MODELS__WHISPER="none", MSEARCH_MODELS__COLPALI="none",
+                   MSEARCH_MODELS__OCR="none", MSEARCH_DASHBOARD="false",
+                   MSEARCH_INDEX__EMBED_BATCH_SIZE=str(args.batch))
+        start = time.perf_counter()
+        run = subprocess.run([str(ROOT / ".venv/bin/msearch"), "index", str(corpus), "--json"], env=env,
+                             capture_output=True, text=True, timeout=3600)
+        wall_s = time.perf_counter() - start
+        if run.returncode != 0:
+            print(run.stderr[-3000:], file=sys.stderr)
+            return 1
+        summary = json.loads(run.stdout)
+        start = time.perf_counter()
+        n_files = sum(1 for _ in walk([corpus]))
+        list_s = time.perf_counter() - start
+        lib = Library(settings)
+        try:
+            stages = {"decode": 0.0, "embed": 0.0}
+            for row in lib.catalog._rows("SELECT timings FROM files WHERE status = 'indexed'"):
+                timings = json.loads(row["timings"] or "{}")
+                stages["decode"] += timings.get("decode_s", 0.0)
+                stages["embed"] += timings.get("embed_s", 0.0)
+        finally:
+            lib.close()
+        files = args.images + args.texts
+        out["indexing"] = {
+            "files": files, "indexed": summary["indexed"], "units": summary["units"],
+            "model_only_s": round(model_only_s, 2), "model_only_files_per_s": round(files / model_only_s, 2),
+            "clip_model_only_img_per_s": round(len(pictures) / clip_s, 2),
+            "text_model_only_chunks_per_s": round(len(chunks) / text_s, 2),
+            "end_to_end_wall_s": round(wall_s, 2), "job_s": summary["seconds"],
+            "end_to_end_files_per_s": round(files / wall_s, 2), "job_files_per_s": round(files / summary["seconds"], 2),
+            "ratio_wall": round(model_only_s / wall_s, 3), "ratio_job": round(model_only_s / summary["seconds"], 3),
+            "stage_seconds": {"list": round(list_s, 3), "decode (sum over files)": round(stages["decode"], 2),
+                              "embed (sum over files)": round(stages["embed"], 2)},
+            "listed": n_files,
+        }
+    r = out["indexing"]
+    print(f"{'measure':<46} {'value':>10}")
+    print(f"{'model only, files per s (CLIP + MiniLM)':<46} {r['model_only_files_per_s']:>10}")
+    print(f"{'msearch index, files per s (wall)':<46} {r['end_to_end_files_per_s']:>10}")
+    print(f"{'msearch index, files per s (job)':<46} {r['job_files_per_s']:>10}")
+    print(f"{'ratio end to end / model only (wall)':<46} {r['ratio_wall']:>10}")
+    print(f"{'ratio end to end / model only (job)':<46} {r['ratio_job']:>10}")
+    print(json.dumps(out, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
