@@ -11,14 +11,14 @@ would be: the same computation per window. Its builder is shared with the tests.
 """
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import report, run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -76,8 +76,7 @@ def main() -> int:
     from tiny_models import build_tiny_clap
 
     ffmpeg = ffmpeg_binary()
-    out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
-                 "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    out = run_info()
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         settings = Settings(data_dir=td / "data")
@@ -128,15 +127,13 @@ def main() -> int:
         }
 
     sp, so = out["speech"], out["sounds"]
-    print(f"{'measure':<38} {'value':>10}")
-    print(f"{'speech: audio s per s (whisper base)':<38} {sp['audio_s_per_s']:>10}")
-    print(f"{'speech: decode only, audio s per s':<38} {sp['decode_only_audio_s_per_s']:>10}")
-    print(f"{'sounds: CLAP windows per s':<38} {so['windows_per_s']:>10}")
-    print(f"{'sounds: decode only, windows per s':<38} {so['decode_windows_per_s']:>10}")
-    print(f"{'sounds: audio s per s, decode+embed':<38} {so['audio_s_per_s_end_to_end']:>10}")
-    print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1))
+    report(out, [
+        ("speech: audio s per s (whisper base)", sp['audio_s_per_s']),
+        ("speech: decode only, audio s per s", sp['decode_only_audio_s_per_s']),
+        ("sounds: CLAP windows per s", so['windows_per_s']),
+        ("sounds: decode only, windows per s", so['decode_windows_per_s']),
+        ("sounds: audio s per s, decode+embed", so['audio_s_per_s_end_to_end']),
+    ], args.out)
     return 0
 
 

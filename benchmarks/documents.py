@@ -12,13 +12,13 @@ image-patch vectors + the prompt's tokens).
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import report, run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -41,8 +41,7 @@ def main() -> int:
     from msearch.media.document import pdf_pages
     from msearch.settings import Settings
 
-    out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
-                 "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    out = run_info()
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         settings = Settings(data_dir=td / "data")
@@ -87,16 +86,14 @@ def main() -> int:
             "real_colqwen2_bytes_per_page_max": real_vectors * 128 * 2 + 128 * 4,
         }
 
-    print(f"{'measure':<44} {'value':>10}")
-    print(f"{'PDF text layer, pages per s':<44} {out['text']['pages_per_s']:>10}")
-    print(f"{'PDF render at 768 px, pages per s':<44} {out['text']['render_pages_per_s']:>10}")
-    print(f"{'OCR of scanned pages, pages per s':<44} {out['ocr']['pages_per_s']:>10}")
-    print(f"{'page embedding (tiny ColQwen2), pages per s':<44} {out['pages']['pages_per_s']:>10}")
-    print(f"{'multi-vector bytes per page (tiny, float16)':<44} {out['pages']['multivector_bytes_per_page']:>10}")
-    print(f"{'real ColQwen2 bytes per page, at most':<44} {out['pages']['real_colqwen2_bytes_per_page_max']:>10}")
-    print(json.dumps(out, indent=1, ensure_ascii=False))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    report(out, [
+        ("PDF text layer, pages per s", out['text']['pages_per_s']),
+        ("PDF render at 768 px, pages per s", out['text']['render_pages_per_s']),
+        ("OCR of scanned pages, pages per s", out['ocr']['pages_per_s']),
+        ("page embedding (tiny ColQwen2), pages per s", out['pages']['pages_per_s']),
+        ("multi-vector bytes per page (tiny, float16)", out['pages']['multivector_bytes_per_page']),
+        ("real ColQwen2 bytes per page, at most", out['pages']['real_colqwen2_bytes_per_page_max']),
+    ], args.out)
     return 0
 
 

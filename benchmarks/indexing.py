@@ -12,12 +12,13 @@ exist offline, and the compute is the same. Texts use the packaged all-MiniLM-L6
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import report, run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -61,8 +62,7 @@ def main() -> int:
     from msearch.media.text import chunk_text, read_text
     from msearch.settings import Settings
 
-    out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
-                 "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    out = run_info()
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         corpus = td / "corpus"
@@ -135,15 +135,13 @@ def main() -> int:
             "listed": n_files,
         }
     r = out["indexing"]
-    print(f"{'measure':<46} {'value':>10}")
-    print(f"{'model only, files per s (CLIP + MiniLM)':<46} {r['model_only_files_per_s']:>10}")
-    print(f"{'msearch index, files per s (wall)':<46} {r['end_to_end_files_per_s']:>10}")
-    print(f"{'msearch index, files per s (job)':<46} {r['job_files_per_s']:>10}")
-    print(f"{'ratio end to end / model only (wall)':<46} {r['ratio_wall']:>10}")
-    print(f"{'ratio end to end / model only (job)':<46} {r['ratio_job']:>10}")
-    print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1))
+    report(out, [
+        ("model only, files per s (CLIP + MiniLM)", r['model_only_files_per_s']),
+        ("msearch index, files per s (wall)", r['end_to_end_files_per_s']),
+        ("msearch index, files per s (job)", r['job_files_per_s']),
+        ("ratio end to end / model only (wall)", r['ratio_wall']),
+        ("ratio end to end / model only (job)", r['ratio_job']),
+    ], args.out)
     return 0
 
 
