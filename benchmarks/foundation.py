@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+from common import wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,19 +44,9 @@ def main() -> int:
     env = dict(os.environ, MSEARCH_DATA_DIR=str(tmp / "data"), MSEARCH_PORT=str(args.port),
                MSEARCH_DASHBOARD=os.environ.get("MSEARCH_DASHBOARD", "false"))
     url = f"http://127.0.0.1:{args.port}"
-    t0 = time.perf_counter()
     server = subprocess.Popen([BIN / "msearch", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.perf_counter() - t0 > 300:
-                raise SystemExit("msearch serve did not come up")
-            time.sleep(0.5)
-        serve_up = time.perf_counter() - t0
+        serve_up = wait_for_health(url, server)
         t1 = time.perf_counter()
         index = subprocess.run([BIN / "msearch", "index", str(sample), "--json"], env=env, capture_output=True,
                                text=True, check=True)

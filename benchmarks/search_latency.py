@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from common import report, run_info
+from common import report, run_info, wait_for_health
 from foundation import QUERIES, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,16 +68,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{args.port}"
     server = subprocess.Popen([BIN / "msearch", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("msearch serve did not come up")
-            time.sleep(0.5)
+        wait_for_health(url, server)
         subprocess.run([BIN / "msearch", "index", str(sample), "--json"], env=env, capture_output=True, check=True)
         http_round(url, 1, 5)  # warm-up
         out["http"] = {}
