@@ -19,7 +19,7 @@ from msearch import sparse
 from msearch.embed import ROLES, SPEECH_ROLES, pooled
 from msearch.errors import BadInput
 from msearch.media.image import large_image, prepare_image, rgb_image
-from msearch.media.text import chunk_text, read_text
+from msearch.media.text import check_size, chunk_text, read_text
 
 log = logging.getLogger(__name__)
 
@@ -253,9 +253,8 @@ def _text_units(path: Path, settings, fmt: str, media: dict) -> Iterator[dict]:
     """Plain text, HTML (its visible text), Word documents, and PowerPoint slides (page = slide)."""
     from msearch.media import document
 
-    if path.stat().st_size > settings.text.max_bytes:
-        raise BadInput(f"document of {path.stat().st_size} bytes is over the limit of {settings.text.max_bytes} "
-                       "(MSEARCH_TEXT__MAX_BYTES)")
+    if fmt in ("pptx", "docx"):
+        check_size(path, settings.text.max_bytes)  # read_text checks plain text itself
     if fmt == "pptx":
         slides = document.pptx_slides(path)
         media["slides"] = len(slides)

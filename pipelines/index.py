@@ -96,7 +96,8 @@ def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dic
         cpu=limit if limit is not None else float("inf"))
     # from_items builds its blocks here; from_arrow would run a 1-CPU task first, which never
     # starts while Serve replicas hold the rest of a small cluster.
-    ds = ray.data.from_items(schema.table(todo, schema.FILES).to_pylist(), override_num_blocks=_blocks(len(todo)))
+    rows = [{f.name: e.get(f.name) for f in schema.FILES} for e in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=_blocks(len(todo)))
     ds = ds.map_batches(
         stages.hash_and_claim, batch_size=idx.hash_batch_size, batch_format="pyarrow", num_cpus=cpus["hash"],
         fn_kwargs={"settings": settings, "run_id": run_id, "models": models, "missing": missing},

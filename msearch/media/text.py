@@ -45,10 +45,14 @@ def decode_text(data: bytes) -> tuple[str, str]:
     return data.decode(encoding, errors="replace"), encoding
 
 
-def read_text(path: Path, max_bytes: int) -> tuple[str, str]:
+def check_size(path: Path, max_bytes: int) -> None:
     size = path.stat().st_size
     if size > max_bytes:
         raise BadInput(f"text file of {size} bytes is over the limit of {max_bytes} (MSEARCH_TEXT__MAX_BYTES)")
+
+
+def read_text(path: Path, max_bytes: int) -> tuple[str, str]:
+    check_size(path, max_bytes)
     return decode_text(path.read_bytes())
 
 
