@@ -11,15 +11,25 @@ from msearch.errors import Forbidden, Unauthorized
 
 
 def ensure_token(settings) -> str:
-    """The data dir's API token, created on first use, readable by its owner only (0600)."""
+    """The data dir's API token, created on first use, readable by its owner only (0600).
+
+    Written to a private temporary file and linked into place, so that replicas starting
+    together all read the one complete token.
+    """
     path: Path = settings.token_path
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process made it first: theirs is the token
+    finally:
+        tmp.unlink()
     return path.read_text().strip()
 
 

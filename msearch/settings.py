@@ -142,6 +142,8 @@ class ServeSettings(_Section):
     embedder_num_cpus: float = 0.25
     embedder_num_gpus: float = 0.0
     ingress_num_cpus: float = 0.1
+    # HTTP ingress replicas (they parse requests and fuse results; the control API's queue is shared).
+    ingress_replicas: int = Field(1, ge=1)
     default_top_k: int = 10
     max_top_k: int = 200
     max_upload_bytes: int = 50_000_000

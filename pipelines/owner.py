@@ -77,6 +77,9 @@ def get_owner(settings, create: bool = True):
 
 
 def stop_owner(settings) -> bool:
+    from pipelines.process import stop_queue
+
+    stop_queue(settings)  # its runs go through the owner
     try:
         actor = ray.get_actor(settings.owner_name, namespace=NAMESPACE)
     except ValueError:

@@ -6,13 +6,13 @@
 
 import logging
 import os
-import queue
 import threading
 import time
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, File, Form, Header, HTTPException, UploadFile
 from fastapi.responses import Response
+import ray
 from pydantic import BaseModel, Field
 from ray import serve
 
@@ -113,37 +113,6 @@ class QueryEmbedder:
         return self._model().embed_audios(clips).tolist()
 
 
-class _Processor:
-    """Indexes what the control API asks for, one batch at a time, in a background thread of
-    the ingress replica (the indexing pipeline itself runs on the cluster as usual)."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.state: dict[str, str] = {}  # path -> queued | processing
-        self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, daemon=True, name="msearch-process").start()
-
-    def submit(self, paths: list[str]) -> None:
-        for p in paths:
-            self.state[p] = "queued"
-        self._queue.put(list(paths))
-
-    def _run(self) -> None:
-        from pipelines.index import run_index
-
-        while True:
-            paths = self._queue.get()
-            for p in paths:
-                self.state[p] = "processing"
-            try:
-                run_index(self.settings, [p for p in paths if os.path.lexists(p)], progress=False)
-            except Exception:  # recorded per file by the run; a failed batch must not stop the thread
-                log.exception("processing %d paths failed", len(paths))
-            finally:
-                for p in paths:
-                    self.state.pop(p, None)
-
-
 class _HandleEmbedder:
     """Calls a QueryEmbedder deployment from a sync endpoint (runs in FastAPI's threadpool)."""
 
@@ -175,7 +144,7 @@ class SearchAPI:
         self._service: SearchService | None = None
         self._lock = threading.Lock()
         self.token = ensure_token(settings)
-        self._processor: _Processor | None = None
+        self._queue = None
 
     def _guard(self, authorization: str | None) -> None:
         try:
@@ -184,11 +153,14 @@ class SearchAPI:
             raise http_error(e) from e
 
     @property
-    def processor(self) -> _Processor:
+    def queue(self):
+        """The data dir's control-API queue, shared by every ingress replica."""
+        from pipelines.process import get_queue
+
         with self._lock:
-            if self._processor is None:
-                self._processor = _Processor(self.settings)
-            return self._processor
+            if self._queue is None:
+                self._queue = get_queue(self.settings)
+            return self._queue
 
     def _accept(self, paths: list[str]) -> list[str]:
         out = []
@@ -283,7 +255,7 @@ class SearchAPI:
         """Index (or re-index) one file or folder inside MSEARCH_ROOTS. Needs the API token."""
         self._guard(authorization)
         (path,) = self._accept([request.path])
-        self.processor.submit([path])
+        ray.get(self.queue.submit.remote([path]))
         return {"file_id": file_id_for(path), "path": path, "status": "queued"}
 
     @api.post("/api/v1/files/batch-process", status_code=202)
@@ -292,14 +264,14 @@ class SearchAPI:
         """Index several files or folders inside MSEARCH_ROOTS as one run. Needs the API token."""
         self._guard(authorization)
         paths = self._accept(request.paths)
-        self.processor.submit(paths)
+        ray.get(self.queue.submit.remote(paths))
         return {"files": [{"file_id": file_id_for(p), "path": p, "status": "queued"} for p in paths]}
 
     @api.get("/api/v1/files/process-status/{file_id}")
     def process_status(self, file_id: str) -> dict:
         """``queued`` or ``processing`` while the control API works on it, then the file's status
         (``indexed``, ``failed``, ``skipped``, ``pending``) with its error."""
-        waiting = {file_id_for(p): (p, s) for p, s in list(self.processor.state.items())}
+        waiting = {file_id_for(p): (p, s) for p, s in ray.get(self.queue.state.remote()).items()}
         if file_id in waiting:
             path, state = waiting[file_id]
             return {"file_id": file_id, "path": path, "status": state, "progress": 0.0, "error": None}
@@ -350,6 +322,7 @@ def build_app(settings: Settings):
     ingress = serve.deployment(
         SearchAPI,
         name="search-api",
+        num_replicas=s.ingress_replicas,
         ray_actor_options={"num_cpus": s.ingress_num_cpus},
         max_ongoing_requests=64,
     )
