@@ -39,6 +39,11 @@ def walk(roots: Iterable[Path], *, include_hidden: bool = False, follow_symlinks
         else:
             entries = _walk_dir(root, include_hidden, follow_symlinks, excluded)
         for path in entries:
+            if isinstance(path, Unlisted):
+                yield {"path": _shown(str(path.path)), "size": None, "mtime": None, "unlisted": True,
+                       "error": f"cannot list this folder ({path.reason}); the files indexed from it keep "
+                                "their entries until it can be read again"}
+                continue
             key = str(path)
             if key in seen:
                 continue
@@ -50,13 +55,26 @@ def walk(roots: Iterable[Path], *, include_hidden: bool = False, follow_symlinks
                 continue
             if not _is_regular(st):
                 continue
-            entry = {"path": key, "size": st.st_size, "mtime": st.st_mtime}
-            try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: keep it, shown escaped
-                entry["path"] = os.fsencode(key).decode("utf-8", "backslashreplace")
+            entry = {"path": _shown(key), "size": st.st_size, "mtime": st.st_mtime}
+            if entry["path"] != key:  # bytes that are not UTF-8 in the name: keep it, shown escaped
                 entry["error"] = BAD_NAME
             yield entry
+
+
+def _shown(path: str) -> str:
+    """``path`` as text: bytes of a name that are not UTF-8 are shown as \\x escapes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class Unlisted:
+    """A folder ``os.walk`` could not list (permissions, I/O error)."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
 
 
 def _is_regular(st) -> bool:
@@ -65,11 +83,17 @@ def _is_regular(st) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def _walk_dir(root: Path, include_hidden: bool, follow_symlinks: bool, excluded: list[Path]) -> Iterator[Path]:
+def _walk_dir(root: Path, include_hidden: bool, follow_symlinks: bool,
+              excluded: list[Path]) -> Iterator[Path | Unlisted]:
+    unlisted: list[Unlisted] = []
+
     def onerror(e: OSError) -> None:
         log.warning("cannot list %s: %s", e.filename, e.strerror)
+        unlisted.append(Unlisted(e.filename, e.strerror or str(e)))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=follow_symlinks):
+        yield from unlisted
+        unlisted.clear()
         here = Path(dirpath)
         dirnames[:] = sorted(
             d for d in dirnames
@@ -80,6 +104,7 @@ def _walk_dir(root: Path, include_hidden: bool, follow_symlinks: bool, excluded:
                 path = here / name
                 if follow_symlinks or not path.is_symlink():
                     yield path
+    yield from unlisted
 
 
 BAD_NAME = "the file name is not valid UTF-8 (shown here with \\x escapes); rename the file to index it"

@@ -316,12 +316,14 @@ class Library:
             self.vectors.flush()
             return sorted(r["path"] for r in rows)
 
-    def reconcile(self, roots: list[str], present: list[str]) -> list[str]:
+    def reconcile(self, roots: list[str], present: list[str], unlisted: list[str] = ()) -> list[str]:
         """Forget the files under ``roots`` that the catalog has and the disk no longer has
-        (``present``: every path a walk of the roots found)."""
+        (``present``: every path a walk of the roots found; ``unlisted``: folders it could not
+        list, whose files are kept as they are)."""
         with self._lock:
             seen = set(present)
-            gone = [p for p in self.catalog.paths_under(list(roots)) if p not in seen]
+            kept = tuple(u.rstrip("/") + "/" for u in unlisted)
+            gone = [p for p in self.catalog.paths_under(list(roots)) if p not in seen and not p.startswith(kept)]
             return self.forget(gone) if gone else []
 
     def _drop_content(self, h: str) -> None:

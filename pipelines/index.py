@@ -69,7 +69,8 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         written = _run_pipeline(settings, todo, run_id, models, missing)
     report = owner.finish_run(run_id)
     # Files under the folders given that are no longer on disk leave the index.
-    removed = owner.reconcile([str(p) for p in paths if p.is_dir()], [e["path"] for e in entries])
+    removed = owner.reconcile([str(p) for p in paths if p.is_dir()], [e["path"] for e in entries],
+                              [e["path"] for e in entries if e.get("unlisted")])
     summary = {
         "seen": len(entries),
         "indexed": len(report.get("indexed", [])),

@@ -128,10 +128,12 @@ def ray_local():
     assert not left, f"Ray processes left behind: {left}"
 
 
-def index_direct(library, settings, roots, embedders, missing=None, transcriber=None, reverse=False) -> dict:
+def index_direct(library, settings, roots, embedders, missing=None, transcriber=None, reverse=False,
+                 reconcile=False) -> dict:
     """The pipeline's stages run in this process, in order (for tests of the core without Ray).
 
-    ``reverse`` writes the unit batches last first (blocks may reach the writer in any order).
+    ``reverse`` writes the unit batches last first (blocks may reach the writer in any order);
+    ``reconcile`` then forgets files that left the folders, as ``msearch index`` does.
     """
     import uuid
 
@@ -155,7 +157,12 @@ def index_direct(library, settings, roots, embedders, missing=None, transcriber=
     batches = [units[i:i + 7] for i in range(0, len(units), 7)]  # several write batches, as the pipeline does
     for batch in reversed(batches) if reverse else batches:
         library.write(embed_units(batch, embedders))
-    return library.finish_run(run_id)
+    report = library.finish_run(run_id)
+    if reconcile:
+        report["removed"] = library.reconcile([str(r) for r in roots if Path(r).is_dir()],
+                                              [e["path"] for e in entries],
+                                              [e["path"] for e in entries if e.get("unlisted")])
+    return report
 
 
 def free_port() -> int:
