@@ -57,6 +57,8 @@ class Library:
         self._expected: dict[str, int] = {}
         self._media: dict[str, str] = {}
         self._timings: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        # run -> stage -> seconds (hash, claim, decode, embed, write), for the run's report
+        self._stages: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._runs: dict[str, dict[str, list]] = {}
         self._run_jobs: dict[str, str | None] = {}  # run id -> the Ray job (driver) running it
         # Whether a job's driver still runs (the owner actor answers from Ray; default: yes).
@@ -133,9 +135,20 @@ class Library:
         idx = self.settings.index
         return min(idx.retry_backoff_s * 2 ** max(0, (row.get("attempts") or 1) - 1), idx.retry_backoff_max_s)
 
-    def claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str]) -> list[dict]:
-        # (``models``: available roles; ``missing``: role -> why it is unavailable)
+    def claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str],
+              hash_s: float = 0.0) -> list[dict]:
+        # (``models``: available roles; ``missing``: role -> why it is unavailable;
+        # ``hash_s``: what hashing these rows took, for the run's stage seconds)
         """Record hashed files; return the ones whose content must be decoded and embedded."""
+        started = time.perf_counter()
+        with self._lock:
+            self._stages[run_id]["hash"] += hash_s
+            try:
+                return self._claim(run_id, rows, models, missing)
+            finally:
+                self._stages[run_id]["claim"] += time.perf_counter() - started
+
+    def _claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str]) -> list[dict]:
         with self._lock:
             known = self.catalog.files_by_path([r["path"] for r in rows])
             updates, emit = [], []
@@ -205,6 +218,15 @@ class Library:
         A file's units may arrive over several calls; it is settled once its unit count is
         known (the last chunk of its decode carries it) and that many units are stored.
         """
+        started = time.perf_counter()
+        with self._lock:
+            settled = self._write(units)
+            runs = {u["run_id"] for u in units if u.get("run_id")}
+            for run in runs:
+                self._stages[run]["write"] += (time.perf_counter() - started) / len(runs)
+            return settled
+
+    def _write(self, units: list[dict]) -> int:
         with self._lock:
             runs: dict[str, str] = {}
             failures: dict[str, str] = {}
@@ -216,6 +238,8 @@ class Library:
                     log.debug("ignoring a unit of %s, which is no longer being indexed", u["path"])
                     continue
                 runs[h] = u["run_id"]
+                for key in ("decode", "embed"):
+                    self._stages[u["run_id"]][key] += float(u.get(f"{key}_s") or 0.0)
                 if u.get("n_units") is not None:
                     self._expected[h] = int(u["n_units"])
                 if u.get("media"):
@@ -301,9 +325,15 @@ class Library:
                 have = self.catalog.unit_counts([h]).get(h, 0)
                 self._fail_content(run_id, h, f"indexing did not complete ({have} units written)")
             self.vectors.flush()
+            clock = time.perf_counter()
+            self.vectors.optimize()  # index what the run wrote (the embedded engine does not by itself)
+            self._stages[run_id]["optimize"] += time.perf_counter() - clock
             run = self._runs.pop(run_id, {})
             self._run_jobs.pop(run_id, None)
-            return {k: list(v) for k, v in run.items()}
+            report = {k: list(v) for k, v in run.items()}
+            # Seconds per stage; decode and embed are summed over the units (done in parallel).
+            report["stage_seconds"] = {k: round(v, 3) for k, v in self._stages.pop(run_id, {}).items()}
+            return report
 
     # -- files that are gone ---------------------------------------------------------------
     def forget(self, paths: list[str]) -> list[str]:

@@ -29,6 +29,21 @@ class QueryEmbedder(Protocol):
     def embed_audios(self, clips: Sequence[bytes]): ...
 
 
+class _Ready:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _submit(embedder, texts: list[str]):
+    """A pending ``embed_texts``: the embedder's own ``submit_texts`` where it has one (a remote
+    model), else computed now."""
+    submit = getattr(embedder, "submit_texts", None)
+    return submit(texts) if submit is not None else _Ready(embedder.embed_texts(texts))
+
+
 class Store(Protocol):
     def spaces(self) -> dict[str, int]: ...
     def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]: ...
@@ -79,9 +94,13 @@ class SearchService:
         top_k = self._top_k(top_k)
         limit = top_k * CANDIDATES
         queries = []
-        for space in self._spaces_for(kinds):
+        spaces = self._spaces_for(kinds)
+        # Every space's query vector is asked for before any is awaited: embedders that answer
+        # later (Serve replicas) work side by side.
+        pending = {space: _submit(self.embedders[space], [query]) for space in spaces}
+        for space in spaces:
             space_kinds = tuple(k for k in SPACE_KINDS[space] if k in kinds)
-            vector = self.embedders[space].embed_texts([query])[0]
+            vector = pending[space].result()[0]
             if space in MULTI_SPACES:  # two stages: pooled vectors find candidates, MaxSim ranks them
                 rows = np.asarray(vector, dtype=np.float32)
                 queries.append(SpaceQuery(space, rows.tolist(), using=MULTI, kinds=space_kinds, limit=limit,

@@ -52,11 +52,15 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
     run_id = uuid.uuid4().hex
     owner.begin_run(run_id, models, ray.get_runtime_context().get_job_id())
 
+    clock = time.perf_counter()
     entries = list(walk(paths, include_hidden=settings.index.include_hidden,
                         follow_symlinks=settings.index.follow_symlinks, exclude=[settings.data_dir]))
+    stages = {"list": time.perf_counter() - clock}
+    clock = time.perf_counter()
     todo = []
     for i in range(0, len(entries), PLAN_CHUNK):
         todo.extend(owner.plan(run_id, entries[i : i + PLAN_CHUNK], models))
+    stages["plan"] = time.perf_counter() - clock
     log.info("%d files found, %d new or changed", len(entries), len(todo))
     written = 0
     if todo:
@@ -66,8 +70,11 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         ctx.print_on_execution_start = verbose
         if not verbose:
             logging.getLogger("ray.data").setLevel(logging.ERROR)
+        clock = time.perf_counter()
         written = _run_pipeline(settings, todo, run_id, models, missing)
+        stages["pipeline"] = time.perf_counter() - clock
     report = owner.finish_run(run_id)
+    clock = time.perf_counter()
     # Files under the folders given that are no longer on disk leave the index.
     removed = owner.reconcile([str(p) for p in paths if p.is_dir()], [e["path"] for e in entries],
                               [e["path"] for e in entries if e.get("unlisted")])
@@ -82,6 +89,10 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         "missing_models": {r: m for r, m in missing.items() if not model_spec_off(settings, r)},
         "seconds": round(time.perf_counter() - started, 2),
     }
+    stages["reconcile"] = time.perf_counter() - clock
+    # list, plan, reconcile and the pipeline's wall time from here; hash, claim and write as
+    # timed by the stages; decode and embed summed over units (they run in parallel).
+    summary["stage_seconds"] = {**{k: round(v, 3) for k, v in stages.items()}, **report.get("stage_seconds", {})}
     return summary
 
 

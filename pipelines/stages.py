@@ -27,7 +27,7 @@ def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing
     start = time.perf_counter()
     rows = [{**hash_entry(r, settings.text.suffixes), "run_id": run_id} for r in batch.to_pylist()]
     hashed = time.perf_counter()
-    emit = ray.get(_owner(settings).call.remote("claim", run_id, rows, models, missing))
+    emit = ray.get(_owner(settings).call.remote("claim", run_id, rows, models, missing, hashed - start))
     log.info("hash: %d files in %.2fs, claim %.2fs, %d to embed",
              len(rows), hashed - start, time.perf_counter() - hashed, len(emit))
     return schema.table(emit, schema.HASHED)

@@ -24,6 +24,7 @@ from msearch.errors import (
 from msearch.library import file_id_for
 from msearch.search import SearchService
 from msearch.settings import Settings, load_settings
+from serve import timing
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +114,61 @@ class QueryEmbedder:
         return self._model().embed_audios(clips).tolist()
 
 
+class _Pending:
+    def __init__(self, response):
+        self.response = response
+
+    def result(self):
+        start = time.perf_counter()
+        try:
+            return self.response.result()
+        finally:
+            timing.current.add("embed", time.perf_counter() - start)
+
+
 class _HandleEmbedder:
     """Calls a QueryEmbedder deployment from a sync endpoint (runs in FastAPI's threadpool)."""
 
     def __init__(self, handle):
         self.handle = handle
 
+    def submit_texts(self, texts) -> _Pending:
+        return _Pending(self.handle.embed_texts.remote(list(texts)))
+
     def embed_texts(self, texts):
-        return self.handle.embed_texts.remote(list(texts)).result()
+        return self.submit_texts(texts).result()
 
     def embed_images(self, images):
-        return self.handle.embed_images.remote(list(images)).result()
+        return _Pending(self.handle.embed_images.remote(list(images))).result()
 
     def embed_audios(self, clips):
-        return self.handle.embed_audios.remote(list(clips)).result()
+        return _Pending(self.handle.embed_audios.remote(list(clips))).result()
+
+
+class _StoreForSearch:
+    """The owner's search calls, timed, with its list of spaces kept for a second: a query
+    needs it first, and it changes only when a kind of media is indexed for the first time."""
+
+    SPACES_TTL_S = 1.0
+
+    def __init__(self, store):
+        self.store = store
+        self._spaces: tuple[float, dict] | None = None
+
+    def spaces(self) -> dict[str, int]:
+        cached = self._spaces
+        if cached is None or time.monotonic() - cached[0] > self.SPACES_TTL_S:
+            start = time.perf_counter()
+            cached = self._spaces = (time.monotonic(), self.store.spaces())
+            timing.current.add("store", time.perf_counter() - start)
+        return cached[1]
+
+    def search(self, queries, top_k):
+        start = time.perf_counter()
+        try:
+            return self.store.search(queries, top_k)
+        finally:
+            timing.current.add("store", time.perf_counter() - start)
 
 
 @serve.ingress(api)
@@ -183,7 +225,7 @@ class SearchAPI:
                 available = {role: h for role, h in self._embedders.items()
                              if h.available.remote().result(timeout_s=600)}
                 self._service = SearchService({r: _HandleEmbedder(h) for r, h in available.items()},
-                                              self.store, self.settings)
+                                              _StoreForSearch(self.store), self.settings)
             return self._service
 
     @api.get("/health")
@@ -193,36 +235,41 @@ class SearchAPI:
                 "query_models": sorted(self.service.embedders)}
 
     @api.post("/api/v1/search", response_model=SearchResponse)
-    def search(self, request: SearchRequest) -> dict:
+    def search(self, request: SearchRequest, response: Response) -> dict:
         start = time.perf_counter()
+        timing.current.reset()
         try:
             results = self.service.search_text(request.query, request.kinds, request.top_k)
         except MsearchError as e:
             raise http_error(e) from e
-        return {"query": request.query, "took_ms": round((time.perf_counter() - start) * 1000, 2),
-                "results": results}
+        took = time.perf_counter() - start
+        response.headers["Server-Timing"] = timing.current.header(took)
+        return {"query": request.query, "took_ms": round(took * 1000, 2), "results": results}
 
     @api.post("/api/v1/search/image", response_model=SearchResponse)
     def search_image(
         self,
+        response: Response,
         file: Annotated[UploadFile, File(description="An example image.")],
         kinds: Annotated[list[str] | None, Form()] = None,
         top_k: Annotated[int | None, Form()] = None,
     ) -> dict:
-        return self._by_example(self.service.search_image, file, kinds, top_k)
+        return self._by_example(self.service.search_image, file, kinds, top_k, response)
 
     @api.post("/api/v1/search/audio", response_model=SearchResponse)
     def search_audio(
         self,
+        response: Response,
         file: Annotated[UploadFile, File(description="An example sound (any format FFmpeg reads); "
                                                      "its first MSEARCH_AUDIO__WINDOW_S seconds are used.")],
         kinds: Annotated[list[str] | None, Form()] = None,
         top_k: Annotated[int | None, Form()] = None,
     ) -> dict:
-        return self._by_example(self.service.search_audio, file, kinds, top_k)
+        return self._by_example(self.service.search_audio, file, kinds, top_k, response)
 
-    def _by_example(self, search, file: UploadFile, kinds, top_k) -> dict:
+    def _by_example(self, search, file: UploadFile, kinds, top_k, response: Response) -> dict:
         start = time.perf_counter()
+        timing.current.reset()
         data = file.file.read(self.settings.serve.max_upload_bytes + 1)
         if len(data) > self.settings.serve.max_upload_bytes:
             raise HTTPException(413, f"upload over {self.settings.serve.max_upload_bytes} bytes")
@@ -230,7 +277,9 @@ class SearchAPI:
             results = search(data, kinds, top_k)
         except MsearchError as e:
             raise http_error(e) from e
-        return {"query": None, "took_ms": round((time.perf_counter() - start) * 1000, 2), "results": results}
+        took = time.perf_counter() - start
+        response.headers["Server-Timing"] = timing.current.header(took)
+        return {"query": None, "took_ms": round(took * 1000, 2), "results": results}
 
     @api.get("/api/v1/thumbnails/{thumb_id}", response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})

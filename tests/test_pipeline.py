@@ -30,6 +30,12 @@ def test_summary_counts_every_file(indexed):
     assert [os.path.basename(f["path"]) for f in summary["failed"]] == ["broken.jpg"]
     assert sorted(os.path.basename(f["path"]) for f in summary["skipped"]) == ["empty.txt", "noise.bin"]
     assert summary["missing_models"] == {}
+    # Where the run's time went, stage by stage.
+    stages = summary["stage_seconds"]
+    assert set(stages) == {"list", "plan", "pipeline", "hash", "claim", "decode", "embed", "write", "optimize",
+                           "reconcile"}
+    assert all(v >= 0 for v in stages.values()) and stages["embed"] > 0 and stages["decode"] > 0
+    assert stages["pipeline"] < summary["seconds"]
 
 
 def test_owner_holds_the_data_dir(indexed):

@@ -67,6 +67,10 @@ def test_text_search_with_kinds(http):
     assert first["kind"] == "text" and first["thumbnail"] is None and first["start_s"] is None
     assert "budget" in first["text"]
     assert len(body["results"]) == 2
+    # Where the time went, for operators and browsers' developer tools.
+    timing = dict(part.split(";dur=") for part in r.headers["Server-Timing"].split(", "))
+    assert set(timing) == {"embed", "store", "total"}
+    assert 0 < float(timing["embed"]) + float(timing["store"]) <= float(timing["total"]) <= body["took_ms"] + 0.1
 
 
 def test_chinese_query(http):

@@ -97,3 +97,25 @@ def test_edge_store_reopens_with_its_spaces(tmp_path):
     again = EdgeStore(tmp_path / "s")
     assert again.spaces() == {"clip": 16, "text": 8} and again.count("clip") == 60
     again.close()
+
+
+def test_the_embedded_store_builds_its_index_when_optimized(tmp_path):
+    """qdrant-edge runs no optimizer by itself: until optimize(), queries scan unindexed segments."""
+    rng = np.random.default_rng(5)
+    store = EdgeStore(tmp_path / "big")
+    try:
+        store.ensure_space("clip", 512)
+        data = rng.standard_normal((6000, 512)).astype(np.float32)
+        data /= np.linalg.norm(data, axis=1, keepdims=True)
+        for i in range(0, len(data), 1000):
+            store.upsert("clip", [PointData(point_id(f"{j:032x}", 0, "clip", "m"), {"content_hash": f"{j:032x}",
+                                                                                   "kind": "image"}, data[j].tolist())
+                                  for j in range(i, i + 1000)])
+        shard = store._shards["clip"]
+        assert shard.info().indexed_vectors_count == 0
+        store.optimize()
+        assert shard.info().indexed_vectors_count >= len(data)
+        (hits,) = store.search([SpaceQuery("clip", data[1234].tolist(), limit=3)])
+        assert hits[0].payload["content_hash"] == f"{1234:032x}"
+    finally:
+        store.close()

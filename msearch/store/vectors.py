@@ -76,6 +76,7 @@ class VectorStore(Protocol):
     def vectors(self, space: str, ids: list[str], using: str = DENSE) -> dict[str, list]: ...
     def scroll(self, space: str) -> list[Hit]: ...
     def flush(self) -> None: ...
+    def optimize(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -248,6 +249,16 @@ class EdgeStore(_Store):
             for shard in self._shards.values():
                 shard.flush()
 
+    def optimize(self) -> None:
+        """Merge small segments and build the HNSW index over what was written.
+
+        The embedded engine runs no optimizer of its own: without this every query is a full
+        scan of unindexed segments. Blocks until done (seconds at 100k points).
+        """
+        with self._lock:
+            for shard in self._shards.values():
+                shard.optimize()
+
     def close(self) -> None:
         with self._lock:
             for shard in self._shards.values():
@@ -332,6 +343,9 @@ class ClientStore(_Store):
 
     def flush(self) -> None:
         pass
+
+    def optimize(self) -> None:
+        pass  # a Qdrant server optimizes by itself; local mode has no index
 
     def close(self) -> None:
         self._client.close()
