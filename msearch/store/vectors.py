@@ -25,6 +25,10 @@ DENSE = "dense"
 SPARSE = "bm25"
 MULTI = "multi"
 SPARSE_SPACES = frozenset({"text"})
+# HNSW search breadth, and ACORN for filtered queries (a kind filter): at 1M points Qdrant's
+# defaults (ef 64, no ACORN) returned 0.90 of the true top 10, and 0.59 with a kind filter.
+HNSW_EF = 128
+ACORN = True
 MULTI_SPACES = frozenset({"colpali"})
 
 
@@ -86,6 +90,7 @@ class _Store:
     def __init__(self):
         self._lock = threading.RLock()
         self._dims: dict[str, int] = {}
+        self.hnsw_ef, self.acorn = HNSW_EF, ACORN
 
     def spaces(self) -> dict[str, int]:
         return dict(self._dims)
@@ -228,9 +233,10 @@ class EdgeStore(_Store):
         prefetches = None
         if prefetch is not None:
             prefetches = [E.Prefetch(limit=prefetch[1], query=E.Query.Nearest(prefetch[0], using=DENSE), filter=flt)]
+        params = E.SearchParams(hnsw_ef=self.hnsw_ef, acorn=E.AcornSearchParams(enable=self.acorn and flt is not None))
         return self._shards[space].query(
             E.QueryRequest(limit=limit, query=E.Query.Nearest(vector, using=using), prefetches=prefetches,
-                           filter=flt, with_payload=True)
+                           filter=flt, params=params, with_payload=True)
         )
 
     def _count(self, space, flt) -> int:
@@ -253,7 +259,9 @@ class EdgeStore(_Store):
         """Merge small segments and build the HNSW index over what was written.
 
         The embedded engine runs no optimizer of its own: without this every query is a full
-        scan of unindexed segments. Blocks until done (seconds at 100k points).
+        scan of unindexed segments. Blocks until done, holding Python's interpreter lock (no other
+        thread of this process runs meanwhile); the work follows the points written since the
+        last call, mostly (segments already indexed stay as they are unless merged).
         """
         with self._lock:
             for shard in self._shards.values():
@@ -327,8 +335,10 @@ class ClientStore(_Store):
         pre = None
         if prefetch is not None:
             pre = self._m.Prefetch(query=prefetch[0], using=DENSE, limit=prefetch[1], filter=flt)
+        m = self._m
+        params = m.SearchParams(hnsw_ef=self.hnsw_ef, acorn=m.AcornSearchParams(enable=self.acorn and flt is not None))
         return self._client.query_points(self._name(space), query=vector, using=using, query_filter=flt,
-                                         prefetch=pre, limit=limit, with_payload=True).points
+                                         prefetch=pre, limit=limit, search_params=params, with_payload=True).points
 
     def _count(self, space, flt) -> int:
         return self._client.count(self._name(space), count_filter=flt, exact=True).count
