@@ -71,7 +71,8 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
     env.update(MSEARCH_DATA_DIR=str(tmp / "data"), MSEARCH_PORT=str(args.port), MSEARCH_DASHBOARD="false")
     url = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen([BIN / "msearch", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp / "serve.log", "wb")  # read it when the server does not come up
+    server = subprocess.Popen([BIN / "msearch", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_health(url, server)
         subprocess.run([BIN / "msearch", "index", str(sample), "--json"], env=env, capture_output=True, check=True)
@@ -82,9 +83,9 @@ def main() -> int:
             latencies, errors = http_round(url, clients, args.queries, parts)
             out["http"][clients] = {**stats(latencies), "errors": errors}
             if parts:  # where the server says the time went; the rest is the proxy and HTTP
-                server = {name: round(statistics.median(v), 1) for name, v in parts.items()}
-                server["outside the handler"] = round(out["http"][clients]["p50_ms"] - server["total"], 1)
-                out["http"][clients]["server_p50_ms"] = server
+                split = {name: round(statistics.median(v), 1) for name, v in parts.items()}
+                split["outside the handler"] = round(out["http"][clients]["p50_ms"] - split["total"], 1)
+                out["http"][clients]["server_p50_ms"] = split
     finally:
         server.terminate()
         server.wait(timeout=120)

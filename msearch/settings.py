@@ -144,6 +144,22 @@ class ServeSettings(_Section):
     ingress_num_cpus: float = 0.1
     # HTTP ingress replicas (they parse requests and fuse results; the control API's queue is shared).
     ingress_replicas: int = Field(1, ge=1)
+    # Query models loaded in the ingress replicas themselves instead of a deployment of their own:
+    # a Serve call from the ingress to a replica cost about 20 ms per query on a 2-core machine,
+    # as much as embedding the query with the small text model.
+    ingress_models: Annotated[tuple[str, ...], NoDecode] = ("text",)
+
+    @field_validator("ingress_models", mode="before")
+    @classmethod
+    def _roles(cls, value):
+        from msearch.embed import SPACE_KINDS
+
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        bad = sorted(set(value) - set(SPACE_KINDS))
+        if bad:
+            raise ValueError(f"not query models: {bad}; choose from {sorted(SPACE_KINDS)}")
+        return tuple(value)
     default_top_k: int = 10
     max_top_k: int = 200
     max_upload_bytes: int = 50_000_000

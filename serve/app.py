@@ -145,6 +145,27 @@ class _HandleEmbedder:
         return _Pending(self.handle.embed_audios.remote(list(clips))).result()
 
 
+class _TimedEmbedder:
+    """A query model loaded in this replica, its time counted as the request's ``embed``."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+
+    def __getattr__(self, name: str):
+        method = getattr(self.embedder, name)
+        if not name.startswith("embed_"):
+            return method
+
+        def timed(*args):
+            start = time.perf_counter()
+            try:
+                return method(*args)
+            finally:
+                timing.current.add("embed", time.perf_counter() - start)
+
+        return timed
+
+
 class _StoreForSearch:
     """The owner's search calls, timed, with its list of spaces kept for a second: a query
     needs it first, and it changes only when a kind of media is indexed for the first time."""
@@ -222,10 +243,14 @@ class SearchAPI:
         loop, where waiting on the embedders' answers is not allowed."""
         with self._lock:
             if self._service is None:
-                available = {role: h for role, h in self._embedders.items()
+                available = {role: _HandleEmbedder(h) for role, h in self._embedders.items()
                              if h.available.remote().result(timeout_s=600)}
-                self._service = SearchService({r: _HandleEmbedder(h) for r, h in available.items()},
-                                              _StoreForSearch(self.store), self.settings)
+                for role in self.settings.serve.ingress_models:  # small models, loaded right here
+                    try:
+                        available[role] = _TimedEmbedder(build_embedder(role, self.settings))
+                    except ModelUnavailable as e:
+                        log.warning("%s Searches skip what it would find.", e)
+                self._service = SearchService(available, _StoreForSearch(self.store), self.settings)
             return self._service
 
     @api.get("/health")
@@ -360,6 +385,8 @@ def build_app(settings: Settings):
     s = settings.serve
     embedders = {}
     for role in SPACE_KINDS:
+        if role in s.ingress_models:
+            continue
         deployment = serve.deployment(
             QueryEmbedder,
             name=f"embed-{role}",

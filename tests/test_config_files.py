@@ -26,8 +26,11 @@ def test_serve_config_names_the_deployments_build_app_makes():
     assert app["import_path"] == "serve.app:app_builder"
     names = {d["name"] for d in app["deployments"]}
     from msearch.embed import SPACE_KINDS
+    from msearch.settings import Settings
 
-    assert names == {f"embed-{space}" for space in SPACE_KINDS} | {"search-api"}
+    local = Settings().serve.ingress_models  # loaded by the ingress itself, no deployment
+    assert local == ("text",)
+    assert names == {f"embed-{space}" for space in SPACE_KINDS if space not in local} | {"search-api"}
     for d in app["deployments"]:
         if d["name"].startswith("embed-"):
             auto = d["autoscaling_config"]
