@@ -337,7 +337,8 @@ class ClientStore(_Store):
         if prefetch is not None:
             pre = self._m.Prefetch(query=prefetch[0], using=DENSE, limit=prefetch[1], filter=flt)
         m = self._m
-        params = m.SearchParams(hnsw_ef=self.hnsw_ef, acorn=m.AcornSearchParams(enable=self.acorn and flt is not None))
+        params = None if self._local else m.SearchParams(  # local mode is exact and takes none
+            hnsw_ef=self.hnsw_ef, acorn=m.AcornSearchParams(enable=self.acorn and flt is not None))
         return self._client.query_points(self._name(space), query=vector, using=using, query_filter=flt,
                                          prefetch=pre, limit=limit, search_params=params, with_payload=True).points
 
