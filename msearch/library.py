@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -130,6 +131,17 @@ class Library:
                     todo.append(e)
             return todo
 
+    @contextmanager
+    def _clock(self, runs, stage: str):
+        """Add the block's seconds to ``stage`` of ``runs`` (shared evenly), for the run reports."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            runs = list(runs)
+            for run in runs:
+                self._stages[run][stage] += (time.perf_counter() - start) / len(runs)
+
     def _backoff(self, row: dict) -> float:
         """Seconds before an unchanged file that failed is tried again: doubling per failure."""
         idx = self.settings.index
@@ -140,16 +152,8 @@ class Library:
         # (``models``: available roles; ``missing``: role -> why it is unavailable;
         # ``hash_s``: what hashing these rows took, for the run's stage seconds)
         """Record hashed files; return the ones whose content must be decoded and embedded."""
-        started = time.perf_counter()
-        with self._lock:
+        with self._lock, self._clock([run_id], "claim"):
             self._stages[run_id]["hash"] += hash_s
-            try:
-                return self._claim(run_id, rows, models, missing)
-            finally:
-                self._stages[run_id]["claim"] += time.perf_counter() - started
-
-    def _claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str]) -> list[dict]:
-        with self._lock:
             known = self.catalog.files_by_path([r["path"] for r in rows])
             updates, emit = [], []
             leftovers, replaced = [], []  # contents about to be re-embedded; contents a path left
@@ -218,16 +222,7 @@ class Library:
         A file's units may arrive over several calls; it is settled once its unit count is
         known (the last chunk of its decode carries it) and that many units are stored.
         """
-        started = time.perf_counter()
-        with self._lock:
-            settled = self._write(units)
-            runs = {u["run_id"] for u in units if u.get("run_id")}
-            for run in runs:
-                self._stages[run]["write"] += (time.perf_counter() - started) / len(runs)
-            return settled
-
-    def _write(self, units: list[dict]) -> int:
-        with self._lock:
+        with self._lock, self._clock({u["run_id"] for u in units if u.get("run_id")}, "write"):
             runs: dict[str, str] = {}
             failures: dict[str, str] = {}
             skips: dict[str, str] = {}
@@ -350,13 +345,13 @@ class Library:
             self.vectors.flush()
             return sorted(r["path"] for r in rows)
 
-    def reconcile(self, roots: list[str], present: list[str], unlisted: list[str] = ()) -> list[str]:
+    def reconcile(self, roots: list[str], entries: list[dict]) -> list[str]:
         """Forget the files under ``roots`` that the catalog has and the disk no longer has
-        (``present``: every path a walk of the roots found; ``unlisted``: folders it could not
-        list, whose files are kept as they are)."""
+        (``entries``: what a walk of the roots found; the files of folders it could not list
+        are kept as they are)."""
         with self._lock:
-            seen = set(present)
-            kept = tuple(u.rstrip("/") + "/" for u in unlisted)
+            seen = {e["path"] for e in entries}
+            kept = tuple(e["path"].rstrip("/") + "/" for e in entries if e.get("unlisted"))
             gone = [p for p in self.catalog.paths_under(list(roots)) if p not in seen and not p.startswith(kept)]
             return self.forget(gone) if gone else []
 

@@ -76,8 +76,7 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
     report = owner.finish_run(run_id)
     clock = time.perf_counter()
     # Files under the folders given that are no longer on disk leave the index.
-    removed = owner.reconcile([str(p) for p in paths if p.is_dir()], [e["path"] for e in entries],
-                              [e["path"] for e in entries if e.get("unlisted")])
+    removed = owner.reconcile([str(p) for p in paths if p.is_dir()], entries)
     summary = {
         "seen": len(entries),
         "indexed": len(report.get("indexed", [])),

@@ -10,9 +10,9 @@ import threading
 import time
 from typing import Annotated, Literal
 
+import ray
 from fastapi import FastAPI, File, Form, Header, HTTPException, UploadFile
 from fastapi.responses import Response
-import ray
 from pydantic import BaseModel, Field
 from ray import serve
 
@@ -119,11 +119,8 @@ class _Pending:
         self.response = response
 
     def result(self):
-        start = time.perf_counter()
-        try:
+        with timing.current.part("embed"):
             return self.response.result()
-        finally:
-            timing.current.add("embed", time.perf_counter() - start)
 
 
 class _HandleEmbedder:
@@ -157,11 +154,8 @@ class _TimedEmbedder:
             return method
 
         def timed(*args):
-            start = time.perf_counter()
-            try:
+            with timing.current.part("embed"):
                 return method(*args)
-            finally:
-                timing.current.add("embed", time.perf_counter() - start)
 
         return timed
 
@@ -179,17 +173,13 @@ class _StoreForSearch:
     def spaces(self) -> dict[str, int]:
         cached = self._spaces
         if cached is None or time.monotonic() - cached[0] > self.SPACES_TTL_S:
-            start = time.perf_counter()
-            cached = self._spaces = (time.monotonic(), self.store.spaces())
-            timing.current.add("store", time.perf_counter() - start)
+            with timing.current.part("store"):
+                cached = self._spaces = (time.monotonic(), self.store.spaces())
         return cached[1]
 
     def search(self, queries, top_k):
-        start = time.perf_counter()
-        try:
+        with timing.current.part("store"):
             return self.store.search(queries, top_k)
-        finally:
-            timing.current.add("store", time.perf_counter() - start)
 
 
 @serve.ingress(api)

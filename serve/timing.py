@@ -5,6 +5,8 @@ can be reached from them only through a module (pickled by reference).
 """
 
 import threading
+import time
+from contextlib import contextmanager
 
 
 class Timing(threading.local):
@@ -17,6 +19,15 @@ class Timing(threading.local):
     def add(self, part: str, seconds: float) -> None:
         if hasattr(self, "parts"):
             self.parts[part] += seconds
+
+    @contextmanager
+    def part(self, name: str):
+        """Count the block's seconds as ``name`` of this thread's request."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - start)
 
     def header(self, total_s: float) -> str:
         parts = {**getattr(self, "parts", {}), "total": total_s}

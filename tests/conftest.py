@@ -159,9 +159,7 @@ def index_direct(library, settings, roots, embedders, missing=None, transcriber=
         library.write(embed_units(batch, embedders))
     report = library.finish_run(run_id)
     if reconcile:
-        report["removed"] = library.reconcile([str(r) for r in roots if Path(r).is_dir()],
-                                              [e["path"] for e in entries],
-                                              [e["path"] for e in entries if e.get("unlisted")])
+        report["removed"] = library.reconcile([str(r) for r in roots if Path(r).is_dir()], entries)
     return report
 
 

@@ -21,10 +21,7 @@ def point_ids(lib: Library) -> set[str]:
 
 
 def reindex(lib, settings, root):
-    report = index_direct(lib, settings, [root], EMBEDDERS)
-    present = [e["path"] for e in walk([root], exclude=[settings.data_dir])]
-    report["removed"] = lib.reconcile([str(root)], present)
-    return report
+    return index_direct(lib, settings, [root], EMBEDDERS, reconcile=True)
 
 
 def test_deletions_moves_and_edits_are_reconciled(fake_settings, corpus, tmp_path):

@@ -25,12 +25,12 @@ DENSE = "dense"
 SPARSE = "bm25"
 MULTI = "multi"
 SPARSE_SPACES = frozenset({"text"})
+MULTI_SPACES = frozenset({"colpali"})
 # HNSW search breadth, and ACORN for filtered queries (a kind filter). At 1M 512-d points
 # (benchmarks/store_scaling.py) Qdrant's defaults (ef 64, no ACORN) found 0.85 of the true top 10
 # and 0.64 under a kind filter; these settings 0.96 and 0.87, at a p50 of about 3 ms.
 HNSW_EF = 256
 ACORN = True
-MULTI_SPACES = frozenset({"colpali"})
 
 
 @dataclass
