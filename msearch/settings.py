@@ -112,8 +112,9 @@ class PageSettings(_Section):
 class IndexSettings(_Section):
     """Ray Data resources for the indexing pipeline."""
 
-    hash_batch_size: int = 16
-    decode_batch_size: int = 1  # files per decode task: a long video never holds up others
+    hash_batch_size: int = 128  # files per hash task, and per claim by the store owner
+    decode_batch_size: int = 1  # files per decode call: a long video never holds up others
+    decode_block_units: int = 64  # units of small files gathered into one block downstream
     decode_num_cpus: float = 0.5
     embed_batch_size: int = 32
     embed_actors: int = 1  # size of the embedding actor pool
@@ -123,7 +124,7 @@ class IndexSettings(_Section):
     whisper_actors: int = 1  # transcription actor pool, apart from the embedding actors
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0
-    write_batch_size: int = 64
+    write_batch_size: int = 256  # units per write to the store owner
     # A file that failed is tried again on later runs after this long, doubling per failure up to
     # the maximum; at once when its size or mtime changes.
     retry_backoff_s: float = 60.0

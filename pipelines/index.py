@@ -1,4 +1,4 @@
-"""The indexing job: list → plan → hash+claim → decode → embed (actor pool) → write.
+"""The indexing job: list → plan → hash+claim → decode → embed (actor pool) → write (a Datasink).
 
 Run it on the local machine with ``msearch index PATH``, or on a cluster with
 ``ray job submit --working-dir . -- python -m pipelines.index PATH``.
@@ -12,20 +12,22 @@ import logging
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import ray
 
 from msearch.embed import ROLE_PURPOSE, ROLES, SPACE_KINDS, SPEECH_ROLES, available_roles
 from msearch.files import check_roots, walk
 from msearch.settings import Settings, load_settings
-from pipelines import schema, stages
+from pipelines import schema
 from pipelines.cluster import connect
 from pipelines.owner import OwnerClient, get_owner
+from pipelines.runners import run_on_ray
+from pipelines.sink import IndexSink
+from pipelines.stages import HASH_CPUS, WRITE_CPUS, index_stages
 
 log = logging.getLogger("msearch.index")
 PLAN_CHUNK = 20_000
-HASH_CPUS = 0.25
-WRITE_CPUS = 0.1
 
 
 def model_ids(ok: dict[str, str]) -> dict[str, str]:
@@ -39,7 +41,6 @@ def model_spec_off(settings: Settings, role: str) -> bool:
 
 def run_index(settings: Settings, roots: list[str], progress: bool = True, verbose: bool = False) -> dict:
     """Index ``roots`` through the connected Ray cluster; returns the run summary."""
-    started = time.perf_counter()
     paths = check_roots(roots)
     owner = OwnerClient(get_owner(settings))
     ok, missing = available_roles(settings, ROLES)
@@ -48,35 +49,59 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
             log.info("%s model switched off: %s", role, ROLE_PURPOSE[role])
         else:
             log.warning("%s Until then %s.", message, ROLE_PURPOSE[role])
-    models = model_ids(ok)
-    run_id = uuid.uuid4().hex
-    owner.begin_run(run_id, models, ray.get_runtime_context().get_job_id())
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.enable_operator_progress_bars = progress
+    ctx.print_on_execution_start = verbose
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
+    def execute(rows: list[dict], build, embedding: bool, speech: bool) -> dict:
+        cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech)
+        return run_on_ray(build(cpus), rows, IndexSink(settings, num_cpus=cpus["write"]), limit)
+
+    summary, _ = index_files(owner, settings, paths, model_ids(ok), missing, execute,
+                             job_id=ray.get_runtime_context().get_job_id())
+    summary["missing_models"] = {r: m for r, m in missing.items() if not model_spec_off(settings, r)}
+    return summary
+
+
+def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, str], missing: dict[str, str],
+                execute, job_id: str | None = None) -> tuple[dict, dict]:
+    """One indexing run: list, plan, the stages (through ``execute``), finish, reconcile.
+
+    ``owner``: the store owner (its actor's client, or a Library in this process);
+    ``execute(rows, build, embedding, speech)`` runs the stages that ``build(cpus)`` lists on
+    the files to (re)index and returns the sink's totals. Returns the run's summary and the
+    owner's report (the files of each outcome).
+    """
+    started = time.perf_counter()
+    run_id = uuid.uuid4().hex
+    owner.begin_run(run_id, models, job_id)
     clock = time.perf_counter()
     entries = list(walk(paths, include_hidden=settings.index.include_hidden,
                         follow_symlinks=settings.index.follow_symlinks, exclude=[settings.data_dir]))
-    stages = {"list": time.perf_counter() - clock}
+    seconds = {"list": time.perf_counter() - clock}
     clock = time.perf_counter()
     todo = []
     for i in range(0, len(entries), PLAN_CHUNK):
         todo.extend(owner.plan(run_id, entries[i : i + PLAN_CHUNK], models))
-    stages["plan"] = time.perf_counter() - clock
+    seconds["plan"] = time.perf_counter() - clock
     log.info("%d files found, %d new or changed", len(entries), len(todo))
     written = 0
     if todo:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        ctx.enable_operator_progress_bars = progress
-        ctx.print_on_execution_start = verbose
-        if not verbose:
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        roles = [r for r in models if r in SPACE_KINDS]  # the models the embedding actors load
+        speech = all(r in models for r in SPEECH_ROLES)
+        rows = [{f.name: e.get(f.name) for f in schema.FILES} for e in todo]
         clock = time.perf_counter()
-        written = _run_pipeline(settings, todo, run_id, models, missing)
-        stages["pipeline"] = time.perf_counter() - clock
+        written = execute(rows, lambda cpus: index_stages(settings, run_id, models, missing, roles, speech, cpus),
+                          bool(roles), speech)["units"]
+        seconds["pipeline"] = time.perf_counter() - clock
     report = owner.finish_run(run_id)
     clock = time.perf_counter()
     # Files under the folders given that are no longer on disk leave the index.
     removed = owner.reconcile([str(p) for p in paths if p.is_dir()], entries)
+    seconds["reconcile"] = time.perf_counter() - clock
     summary = {
         "seen": len(entries),
         "indexed": len(report.get("indexed", [])),
@@ -85,60 +110,13 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         "skipped": report.get("skipped", []),
         "removed": removed,
         "units": written,
-        "missing_models": {r: m for r, m in missing.items() if not model_spec_off(settings, r)},
+        "missing_models": {},
         "seconds": round(time.perf_counter() - started, 2),
+        # list, plan, reconcile and the pipeline's wall time from here; hash, claim and write as
+        # timed by the owner; decode and embed summed over units (they run in parallel).
+        "stage_seconds": {**{k: round(v, 3) for k, v in seconds.items()}, **report.get("stage_seconds", {})},
     }
-    stages["reconcile"] = time.perf_counter() - clock
-    # list, plan, reconcile and the pipeline's wall time from here; hash, claim and write as
-    # timed by the stages; decode and embed summed over units (they run in parallel).
-    summary["stage_seconds"] = {**{k: round(v, 3) for k, v in stages.items()}, **report.get("stage_seconds", {})}
-    return summary
-
-
-def _run_pipeline(settings: Settings, todo: list[dict], run_id: str, models: dict, missing: dict) -> int:
-    idx = settings.index
-    roles = [r for r in models if r in SPACE_KINDS]  # the models the embedding actors load
-    speech = all(r in models for r in SPEECH_ROLES)
-    cpus, limit = _fit_cpus(settings, embedding=bool(roles), speech=speech)
-    # Ray Data budgets by the cluster's total; tell it what is actually free (Serve replicas may
-    # hold the rest), every run, since the context outlives a run in a long-lived process.
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-        cpu=limit if limit is not None else float("inf"))
-    # from_items builds its blocks here; from_arrow would run a 1-CPU task first, which never
-    # starts while Serve replicas hold the rest of a small cluster.
-    rows = [{f.name: e.get(f.name) for f in schema.FILES} for e in todo]
-    ds = ray.data.from_items(rows, override_num_blocks=_blocks(len(todo)))
-    ds = ds.map_batches(
-        stages.hash_and_claim, batch_size=idx.hash_batch_size, batch_format="pyarrow", num_cpus=cpus["hash"],
-        fn_kwargs={"settings": settings, "run_id": run_id, "models": models, "missing": missing},
-    )
-    if speech:
-        ds = ds.map_batches(
-            stages.Transcribe, batch_size=1, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=idx.whisper_actors),
-            num_cpus=cpus["whisper"], num_gpus=idx.whisper_num_gpus,
-            fn_constructor_kwargs={"settings": settings},
-        )
-    ds = ds.map_batches(stages.decode, batch_size=idx.decode_batch_size, batch_format="pyarrow",
-                        num_cpus=cpus["decode"], fn_kwargs={"settings": settings, "models": models})
-    if roles:
-        ds = ds.map_batches(
-            stages.EmbedUnits, batch_size=idx.embed_batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=idx.embed_actors),
-            num_cpus=cpus["embed"], num_gpus=idx.embed_num_gpus,
-            fn_constructor_kwargs={"settings": settings, "roles": roles},
-        )
-    ds = ds.map_batches(stages.write, batch_size=idx.write_batch_size, batch_format="pyarrow",
-                        num_cpus=cpus["write"], fn_kwargs={"settings": settings})
-    units = 0
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        units += sum(batch.column("units").to_pylist())
-    return units
-
-
-def _blocks(n_files: int) -> int:
-    return max(1, min(200, n_files // 256 + 1))
+    return summary, report
 
 
 def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> tuple[dict[str, float], float | None]:

@@ -1,33 +1,73 @@
-"""Ray Data stages. Each converts columns and calls the core; resources come from settings."""
+"""The indexing stages, described as data, and the UDFs that do their work.
+
+:func:`index_stages` lists the stages of a run (what each calls, its arguments, its batch size
+and resources, all from settings); :mod:`pipelines.runners` runs that list on Ray Data or in this
+process. Each UDF converts columns and calls the core; the ones that talk to the store owner
+take it as ``owner`` (the owner actor's client on Ray, a :class:`~msearch.library.Library` in
+process).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import pyarrow as pa
-import ray
 
 from msearch.embed import build_embedder, build_transcriber
 from msearch.files import hash_entry
 from msearch.units import decode_file, embed_units, transcribe_file
 from pipelines import schema
-from pipelines.owner import NAMESPACE
 
 log = logging.getLogger("msearch.pipeline")
+HASH_CPUS = 0.25
+WRITE_CPUS = 0.1
 
 
-def _owner(settings):
-    return ray.get_actor(settings.owner_name, namespace=NAMESPACE)
+@dataclass
+class Stage:
+    """One step of the pipeline: a function (run as tasks) or a class (an actor pool of
+    ``actors``), its keyword arguments, how many rows it takes at once, and its resources."""
+
+    name: str
+    fn: Callable
+    kwargs: dict
+    batch_size: int
+    num_cpus: float
+    num_gpus: float = 0.0
+    actors: int | None = None
+    owner: bool = False  # takes the store owner as ``owner``
+    options: dict = field(default_factory=dict)
 
 
-def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing: dict) -> pa.Table:
+def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list[str], speech: bool,
+                 cpus: dict[str, float]) -> list[Stage]:
+    """The stages of one run, in order: hash and claim, transcribe (speech models only), decode,
+    embed (when a model with a vector space is available). The write is the sink's."""
+    idx = settings.index
+    stages = [Stage("hash", hash_and_claim, {"settings": settings, "run_id": run_id, "models": models,
+                                             "missing": missing}, idx.hash_batch_size, cpus["hash"], owner=True)]
+    if speech:
+        stages.append(Stage("transcribe", Transcribe, {"settings": settings}, 1, cpus["whisper"],
+                            idx.whisper_num_gpus, actors=idx.whisper_actors))
+    stages.append(Stage("decode", decode, {"settings": settings, "models": models}, idx.decode_batch_size,
+                        cpus["decode"]))
+    if roles:
+        stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
+                            cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors))
+    return stages
+
+
+def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing: dict, owner=None) -> pa.Table:
     """Hash and sniff files, then let the owner decide which contents need embedding."""
+    owner = owner or owner_client(settings)
     start = time.perf_counter()
     rows = [{**hash_entry(r, settings.text.suffixes), "run_id": run_id} for r in batch.to_pylist()]
     hashed = time.perf_counter()
-    emit = ray.get(_owner(settings).call.remote("claim", run_id, rows, models, missing, hashed - start))
+    emit = owner.claim(run_id, rows, models, missing, hashed - start)
     log.info("hash: %d files in %.2fs, claim %.2fs, %d to embed",
              len(rows), hashed - start, time.perf_counter() - hashed, len(emit))
     return schema.table(emit, schema.HASHED)
@@ -36,10 +76,10 @@ def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing
 class Transcribe:
     """A transcription actor: loads Whisper on the first audio or video file, adds ``speech``."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, transcriber=None):
         logging.basicConfig(level=settings.log_level)
         self.settings = settings
-        self._model = None
+        self._model = transcriber
 
     def _transcriber(self):
         if self._model is None:
@@ -57,14 +97,21 @@ class Transcribe:
 
 
 def decode(batch: pa.Table, settings, models: dict):
-    """Yields blocks of units: a long recording's windows stream on while it is still decoding."""
+    """Yields blocks of units: a long recording's windows stream on while it is still decoding;
+    the units of small files are gathered into blocks of up to ``decode_block_units``."""
+    held: list[dict] = []
     for r in batch.to_pylist():
         start = time.perf_counter()
         n = 0
         for chunk in decode_file(r, settings, models):
             n += len(chunk)
-            yield schema.table(chunk, schema.UNITS)
-        log.info("decode: %s -> %d units in %.2fs", r["path"], n, time.perf_counter() - start)
+            held.extend(chunk)
+            if len(held) >= settings.index.decode_block_units:
+                yield schema.table(held, schema.UNITS)
+                held = []
+        log.debug("decode: %s -> %d units in %.2fs", r["path"], n, time.perf_counter() - start)
+    if held:
+        yield schema.table(held, schema.UNITS)
 
 
 def _torch_threads(threads: int) -> None:
@@ -82,12 +129,14 @@ def _torch_threads(threads: int) -> None:
 
 
 class EmbedUnits:
-    """An embedding actor: loads the models once, then embeds batches of units."""
+    """An embedding actor: loads the models once (or takes them built), then embeds batches."""
 
-    def __init__(self, settings, roles: list[str]):
+    def __init__(self, settings, roles: list[str], embedders: dict | None = None):
         logging.basicConfig(level=settings.log_level)
-        _torch_threads(settings.index.embed_threads)
-        self.embedders = {role: build_embedder(role, settings) for role in roles}
+        if embedders is None:
+            _torch_threads(settings.index.embed_threads)
+            embedders = {role: build_embedder(role, settings) for role in roles}
+        self.embedders = embedders
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         start = time.perf_counter()
@@ -97,10 +146,8 @@ class EmbedUnits:
         return schema.table(out, schema.EMBEDDED)
 
 
-def write(batch: pa.Table, settings) -> pa.Table:
-    start = time.perf_counter()
-    rows = batch.to_pylist()
-    settled = ray.get(_owner(settings).call.remote("write", rows))
-    seconds = time.perf_counter() - start
-    log.info("write: %d units in %.2fs, %d files settled", len(rows), seconds, settled)
-    return schema.table([{"units": len(rows), "settled": settled, "write_s": seconds}], schema.WRITTEN)
+def owner_client(settings):
+    """The store owner of ``settings.data_dir`` in the connected Ray cluster."""
+    from pipelines.owner import OwnerClient, get_owner
+
+    return OwnerClient(get_owner(settings, create=False))

@@ -128,39 +128,35 @@ def ray_local():
     assert not left, f"Ray processes left behind: {left}"
 
 
-def index_direct(library, settings, roots, embedders, missing=None, transcriber=None, reverse=False,
-                 reconcile=False) -> dict:
-    """The pipeline's stages run in this process, in order (for tests of the core without Ray).
+def index_direct(library, settings, roots, embedders, missing=None, transcriber=None, reverse=False) -> dict:
+    """An indexing run in this process: the pipeline's own orchestration, stages and sink, run one
+    stage after another with ``library`` as the store owner (tests of the core without Ray).
 
-    ``reverse`` writes the unit batches last first (blocks may reach the writer in any order);
-    ``reconcile`` then forgets files that left the folders, as ``msearch index`` does.
+    ``reverse`` writes the unit blocks last first (blocks may reach the writer in any order).
+    Returns the owner's report (the files of each outcome) with the files the run ``removed``
+    because they left the folders, and the run's ``summary``.
     """
-    import uuid
-
-    from msearch.files import hash_entry, walk
-    from msearch.units import decode_file, embed_units, transcribe_file
+    from pipelines.index import index_files
+    from pipelines.runners import run_in_process
+    from pipelines.sink import IndexSink
 
     models = {role: e.model_id for role, e in embedders.items()}
     if settings.models.ocr != "none":
         models["ocr"] = settings.models.ocr
     if transcriber is not None:
         models["whisper"] = transcriber.model_id
-    run_id = uuid.uuid4().hex
-    library.begin_run(run_id, models)
-    entries = list(walk([Path(r) for r in roots], exclude=[settings.data_dir]))
-    todo = library.plan(run_id, entries, models)
-    rows = [{**hash_entry(e, settings.text.suffixes), "run_id": run_id} for e in todo]
-    emit = library.claim(run_id, rows, models, missing or {})
-    if transcriber is not None:
-        emit = [transcribe_file(r, lambda: transcriber, settings) for r in emit]
-    units = [u for r in emit for chunk in decode_file(r, settings, models) for u in chunk]
-    batches = [units[i:i + 7] for i in range(0, len(units), 7)]  # several write batches, as the pipeline does
-    for batch in reversed(batches) if reverse else batches:
-        library.write(embed_units(batch, embedders))
-    report = library.finish_run(run_id)
-    if reconcile:
-        report["removed"] = library.reconcile([str(r) for r in roots if Path(r).is_dir()], entries)
-    return report
+    # Small batches, so that a file's units reach the writer over several calls, as on Ray.
+    settings = settings.model_copy(update={"index": settings.index.model_copy(
+        update={"hash_batch_size": 4, "decode_block_units": 7, "write_batch_size": 7, "embed_batch_size": 7})})
+    cpus = {"hash": 0, "decode": 0, "write": 0, "embed": 0, "whisper": 0}
+    built = {"embed": {"embedders": embedders}, "transcribe": {"transcriber": transcriber}}
+
+    def execute(rows, build, embedding, speech):
+        return run_in_process(build(cpus), rows, IndexSink(settings, owner=library), library, built, reverse)
+
+    paths = [Path(r).expanduser().resolve() for r in roots]
+    summary, report = index_files(library, settings, paths, models, missing or {}, execute)
+    return {**report, "removed": summary["removed"], "summary": summary}
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ def point_ids(lib: Library) -> set[str]:
 
 
 def reindex(lib, settings, root):
-    return index_direct(lib, settings, [root], EMBEDDERS, reconcile=True)
+    return index_direct(lib, settings, [root], EMBEDDERS)
 
 
 def test_deletions_moves_and_edits_are_reconciled(fake_settings, corpus, tmp_path):
@@ -66,7 +66,7 @@ def test_verify_finds_missing_and_orphan_points(fake_settings, corpus):
     try:
         reindex(lib, fake_settings, corpus)
         budget = lib.show(str(corpus / "docs" / "budget.md"))
-        lib.vectors.delete_content(budget["content_hash"])
+        lib.vectors.delete_contents([budget["content_hash"]])
         orphan = PointData(str(uuid.uuid4()), {"content_hash": "f" * 32, "kind": "text", "unit": 0}, [0.1] * 48)
         lib.vectors.upsert("text", [orphan])
         report = lib.verify()
@@ -161,7 +161,7 @@ def test_failed_files_are_retried_with_backoff(fake_settings, corpus):
         lib.catalog._exec("UPDATE files SET updated_at = updated_at - 61 WHERE path = ?", [broken])
         reindex(lib, fake_settings, corpus)
         assert lib.catalog.file(broken)["attempts"] == 2
-        assert lib._backoff(lib.catalog.file(broken)) == 120
+        assert lib.claims.backoff(lib.catalog.file(broken)) == 120
         # A file that changes is tried at once.
         os.utime(broken, (1, 1))
         reindex(lib, fake_settings, corpus)

@@ -72,8 +72,7 @@ settings = make_settings(Path({data!r}), models={{"clip": "fake", "text": "fake"
                          index={{"retry_backoff_s": 0}})
 lib = Library(settings)
 try:
-    report = index_direct(lib, settings, [{root!r}], {{r: FakeEmbedder(r) for r in ("clip", "text")}},
-                          reconcile=True)
+    report = index_direct(lib, settings, [{root!r}], {{r: FakeEmbedder(r) for r in ("clip", "text")}})
     rows = lib.catalog.files_by_path(lib.catalog.paths_under([{root!r}]))
     print(json.dumps({{"files": {{p: [f["status"], f["error"]] for p, f in rows.items()}},
                       "verify": lib.verify()["ok"], "removed": report["removed"],
@@ -173,7 +172,7 @@ def test_a_file_written_while_it_is_read_is_retried_and_one_that_vanishes_is_rec
         try:
             while not appended:
                 pass
-            report = index_direct(lib, fake_settings, [root], embedders, reconcile=True)
+            report = index_direct(lib, fake_settings, [root], embedders)
         finally:
             stop.set()
             thread.join()
@@ -182,7 +181,7 @@ def test_a_file_written_while_it_is_read_is_retried_and_one_that_vanishes_is_rec
         assert failed["path"] == str(growing) and "changed while it was read" in failed["error"]
         assert lib.status()["failed"][0]["path"] == str(growing)
         # Once the writer is done, the next run (at once: the file changed) indexes it.
-        report = index_direct(lib, fake_settings, [root], embedders, reconcile=True)
+        report = index_direct(lib, fake_settings, [root], embedders)
         assert [Path(i["path"]).name for i in report["indexed"]] == ["growing.png"] and not report.get("failed")
         assert lib.show(str(growing))["kind"] == "image" and lib.verify()["ok"]
 
@@ -203,7 +202,7 @@ def test_a_file_written_while_it_is_read_is_retried_and_one_that_vanishes_is_rec
         assert emit == []
         report = lib.finish_run(run_id)
         assert "No such file" in report["failed"][0]["error"] and lib.verify()["ok"]
-        report = index_direct(lib, fake_settings, [root], embedders, reconcile=True)
+        report = index_direct(lib, fake_settings, [root], embedders)
         assert report["removed"] == [str(doomed)] and not report.get("indexed")
         assert {Path(p).name for p in lib.catalog.paths_under([str(root)])} == {"calm.txt", "growing.png"}
         assert lib.status()["failed"] == [] and lib.verify()["ok"]

@@ -83,7 +83,7 @@ def test_changed_file_replaces_its_points(lib, fake_settings, corpus, embedders)
     ids = {h.id for h in lib.vectors.scroll("text")}
     assert not (old_ids & ids), "old points are gone"
     assert lib.status()["points"]["text"] == 2 + len(new["units"])
-    assert not list(lib.thumbs.glob("*/*.tmp"))
+    assert not list(lib.thumbs.root.glob("*/*.tmp"))
 
 
 def test_same_content_at_two_paths_is_embedded_once(lib, fake_settings, tmp_path, embedders):

@@ -64,9 +64,11 @@ def test_counts_filters_and_deletes_agree(stores):
     for store in stores:
         assert store.count("clip") == 60 and store.count("clip", ["text"]) == 0
         assert store.count("text", ["text"]) == len(DOCS)
-        store.delete_content("h3")
-        store.delete_content("t2")
+        store.delete_contents(["h3", "t2"])
         assert store.count("clip") == 59 and store.count("text") == len(DOCS) - 1
+        ids = sorted(h.id for h in store.scroll("clip"))[:2]
+        store.delete_points({"clip": ids, "text": []})
+        assert store.count("clip") == 57 and not {h.id for h in store.scroll("clip")} & set(ids)
         assert store.spaces() == {"clip": 16, "text": 8}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import duckdb
+import pyarrow as pa
 
 from msearch.errors import ConfigError
 
@@ -62,6 +63,13 @@ UNIT_COLUMNS = (
     "content_hash", "unit", "space", "kind", "start_s", "end_s", "page", "char_start",
     "char_end", "text", "thumbnail", "point_id", "model",
 )
+_TYPES = {"size": pa.int64(), "mtime": pa.float64(), "units_expected": pa.int32(), "updated_at": pa.float64(),
+          "indexed_at": pa.float64(), "attempts": pa.int32(), "unit": pa.int32(), "start_s": pa.float64(),
+          "end_s": pa.float64(), "page": pa.int32(), "char_start": pa.int32(), "char_end": pa.int32()}
+FILE_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in FILE_COLUMNS])
+UNIT_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in UNIT_COLUMNS])
+SETTLE_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in
+                           ("content_hash", "status", "error", "units_expected", "media", "timings")])
 
 
 class Catalog:
@@ -125,27 +133,60 @@ class Catalog:
         return self._rows(sql + " ORDER BY path", params)
 
     def upsert_files(self, rows: list[dict]) -> None:
+        """Insert or replace file rows (keyed by ``file_id``; the last of a repeated id wins)."""
         if not rows:
             return
         now = time.time()
-        placeholders = ", ".join("?" for _ in FILE_COLUMNS)
+        by_id = {}
+        for row in rows:
+            full = {c: row.get(c) for c in FILE_COLUMNS}
+            full["updated_at"] = now
+            for key in ("models", "timings", "media"):
+                if isinstance(full[key], (dict, list)):
+                    full[key] = json.dumps(full[key], sort_keys=True)
+            by_id[full["file_id"]] = full
+        self._insert("files", FILE_SCHEMA, list(by_id.values()), replace=True)
+
+    def _insert(self, table: str, schema: pa.Schema, rows: list[dict], replace: bool) -> None:
+        """One bulk statement for many rows, through an Arrow table (DuckDB runs a row-by-row
+        INSERT at a few ms a row)."""
+        data = pa.Table.from_pylist(rows, schema=schema)
+        names = ", ".join(schema.names)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
         with self._lock:
-            self._con.execute("BEGIN")
+            self._con.register("incoming", data)
             try:
-                for row in rows:
-                    full = {c: row.get(c) for c in FILE_COLUMNS}
-                    full["updated_at"] = now
-                    for key in ("models", "timings", "media"):
-                        if isinstance(full[key], (dict, list)):
-                            full[key] = json.dumps(full[key], sort_keys=True)
-                    self._con.execute(
-                        f"INSERT OR REPLACE INTO files VALUES ({placeholders})",
-                        [full[c] for c in FILE_COLUMNS],
-                    )
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
+                self._con.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM incoming")
+            finally:
+                self._con.unregister("incoming")
+
+    def settle(self, outcomes: list[dict]) -> list[dict]:
+        """Give every pending file of each content its outcome, in one statement.
+
+        ``outcomes``: ``{content_hash, status, error, units_expected, media, timings}`` each
+        (``media`` and ``timings`` as JSON text or None: None keeps what the row has). Returns
+        ``{path, content_hash, status, error}`` of the files that changed.
+        """
+        if not outcomes:
+            return []
+        now = time.time()
+        rows = {o["content_hash"]: {**{c: o.get(c) for c in SETTLE_SCHEMA.names}, "now": now} for o in outcomes}
+        data = pa.Table.from_pylist(list(rows.values()), schema=SETTLE_SCHEMA.append(pa.field("now", pa.float64())))
+        with self._lock:
+            self._con.register("outcomes", data)
+            try:
+                changed = self._con.execute(
+                    "UPDATE files SET status = o.status, error = o.error, updated_at = o.now, "
+                    "indexed_at = CASE WHEN o.status = 'indexed' THEN o.now END, "
+                    "units_expected = o.units_expected, media = coalesce(o.media, files.media), "
+                    "timings = coalesce(o.timings, files.timings), "
+                    "attempts = CASE WHEN o.status = 'failed' THEN coalesce(files.attempts, 0) + 1 ELSE 0 END "
+                    "FROM outcomes o WHERE files.content_hash = o.content_hash AND files.status = 'pending' "
+                    "RETURNING files.path, files.content_hash, files.status, files.error"
+                ).fetchall()
+            finally:
+                self._con.unregister("outcomes")
+        return [dict(zip(("path", "content_hash", "status", "error"), r)) for r in changed]
 
     def set_status(self, content_hash: str, status: str, error: str | None = None,
                    timings: dict | None = None) -> list[dict]:
@@ -172,12 +213,8 @@ class Catalog:
     def add_units(self, rows: list[dict]) -> None:
         if not rows:
             return
-        placeholders = ", ".join("?" for _ in UNIT_COLUMNS)
-        with self._lock:
-            self._con.executemany(
-                f"INSERT OR REPLACE INTO units VALUES ({placeholders})",
-                [[r.get(c) for c in UNIT_COLUMNS] for r in rows],
-            )
+        by_key = {(r["content_hash"], r["unit"], r["space"]): {c: r.get(c) for c in UNIT_COLUMNS} for r in rows}
+        self._insert("units", UNIT_SCHEMA, list(by_key.values()), replace=True)
 
     def units(self, content_hash: str) -> list[dict]:
         return self._rows(
@@ -194,8 +231,24 @@ class Catalog:
         )
         return {r["content_hash"]: r["n"] for r in rows}
 
-    def delete_units(self, content_hash: str) -> None:
-        self._exec("DELETE FROM units WHERE content_hash = ?", [content_hash])
+    def delete_units(self, hashes: list[str]) -> None:
+        if hashes:
+            self._exec("DELETE FROM units WHERE content_hash IN (SELECT unnest(?))", [list(hashes)])
+
+    def thumbnails_of(self, hashes: list[str]) -> list[str]:
+        """The thumbnail ids of these contents' units."""
+        if not hashes:
+            return []
+        return [r["thumbnail"] for r in self._rows(
+            "SELECT DISTINCT thumbnail FROM units WHERE content_hash IN (SELECT unnest(?)) AND thumbnail IS NOT NULL",
+            [list(hashes)])]
+
+    def hashes_in_use(self, hashes: list[str]) -> set[str]:
+        """Those of ``hashes`` that some file still holds."""
+        if not hashes:
+            return set()
+        return {r["content_hash"] for r in self._rows(
+            "SELECT DISTINCT content_hash FROM files WHERE content_hash IN (SELECT unnest(?))", [list(hashes)])}
 
     def thumbnail_exists(self, thumb_id: str) -> bool:
         return bool(self._rows("SELECT 1 FROM units WHERE thumbnail = ? LIMIT 1", [thumb_id]))

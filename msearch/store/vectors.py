@@ -74,7 +74,8 @@ class VectorStore(Protocol):
     def spaces(self) -> dict[str, int]: ...
     def ensure_space(self, space: str, dim: int) -> None: ...
     def upsert(self, space: str, points: list[PointData]) -> None: ...
-    def delete_content(self, content_hash: str) -> None: ...
+    def delete_contents(self, hashes: list[str]) -> None: ...
+    def delete_points(self, ids: dict[str, list[str]]) -> None: ...
     def drop_space(self, space: str) -> None: ...
     def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]: ...
     def count(self, space: str, kinds: list[str] | None = None) -> int: ...
@@ -209,12 +210,18 @@ class EdgeStore(_Store):
         with self._lock:
             self._shards[space].update(self._E.UpdateOperation.upsert_points(out))
 
-    def delete_content(self, content_hash: str) -> None:
+    def delete_contents(self, hashes: list[str]) -> None:
         E = self._E
-        flt = E.Filter(must=[E.FieldCondition(key="content_hash", match=E.MatchValue(content_hash))])
+        flt = E.Filter(must=[E.FieldCondition(key="content_hash", match=E.MatchAny(any=list(hashes)))])
         with self._lock:
             for shard in self._shards.values():
                 shard.update(E.UpdateOperation.delete_points_by_filter(flt))
+
+    def delete_points(self, ids: dict[str, list[str]]) -> None:
+        with self._lock:
+            for space, point_ids in ids.items():
+                if space in self._shards and point_ids:
+                    self._shards[space].update(self._E.UpdateOperation.delete_points(list(point_ids)))
 
     def drop_space(self, space: str) -> None:
         import shutil
@@ -302,6 +309,8 @@ class ClientStore(_Store):
             vectors[MULTI] = m.VectorParams(
                 size=dim, distance=m.Distance.DOT, datatype=m.Datatype.FLOAT16, hnsw_config=m.HnswConfigDiff(m=0),
                 multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM))
+        if self._client.collection_exists(self._name(space)):
+            return  # another process (a write task) made it
         self._client.create_collection(
             self._name(space),
             vectors_config=vectors,
@@ -322,11 +331,16 @@ class ClientStore(_Store):
         out = [self._m.PointStruct(id=p.id, vector=self._vectors(p), payload=p.payload) for p in points]
         self._client.upsert(self._name(space), points=out, wait=True)
 
-    def delete_content(self, content_hash: str) -> None:
+    def delete_contents(self, hashes: list[str]) -> None:
         m = self._m
-        flt = m.Filter(must=[m.FieldCondition(key="content_hash", match=m.MatchValue(value=content_hash))])
+        flt = m.Filter(must=[m.FieldCondition(key="content_hash", match=m.MatchAny(any=list(hashes)))])
         for space in list(self._dims):
             self._client.delete(self._name(space), points_selector=m.FilterSelector(filter=flt), wait=True)
+
+    def delete_points(self, ids: dict[str, list[str]]) -> None:
+        for space, point_ids in ids.items():
+            if space in self._dims and point_ids:
+                self._client.delete(self._name(space), points_selector=self._m.PointIdsList(points=list(point_ids)), wait=True)
 
     def drop_space(self, space: str) -> None:
         if self._dims.pop(space, None) is not None:

@@ -1,0 +1,166 @@
+"""The store owner's logic for one data dir: a facade over parts with one job each.
+
+* :class:`~msearch.library.runs.RunLedger` — the runs in progress and the contents they embed;
+* :class:`~msearch.library.claims.Claims` — planning and claiming what a run must embed;
+* :class:`~msearch.library.writer.Writer` — writing embedded units and settling files;
+* :class:`~msearch.library.contents.Contents` — forgetting contents and files that are gone;
+* :class:`~msearch.library.thumbs.Thumbnails` — thumbnail files by opaque id;
+* :class:`~msearch.library.reports.Reports` — show, status, verify, reset.
+
+Ranking lives in :mod:`msearch.ranking`. Exactly one process holds a :class:`Library` for a
+data dir (see :mod:`msearch.owner`); the indexing pipeline and the search replicas reach it
+through that process. Everything here is plain Python: Ray only wraps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+
+from msearch.errors import ConfigError
+from msearch.library.claims import Claims, file_id_for
+from msearch.library.contents import Contents
+from msearch.library.reports import Reports
+from msearch.library.runs import RunLedger
+from msearch.library.thumbs import Thumbnails, thumb_id_for
+from msearch.library.writer import Writer
+from msearch.ranking import file_results, merge_moments, rank
+from msearch.settings import Settings
+from msearch.store.catalog import Catalog
+from msearch.store.vectors import SpaceQuery, VectorStore, open_vector_store
+
+__all__ = ["Library", "file_id_for", "thumb_id_for", "merge_moments"]
+log = logging.getLogger(__name__)
+
+
+class Library:
+    def __init__(self, settings: Settings, vectors: VectorStore | None = None, catalog: Catalog | None = None):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = catalog or Catalog(settings.catalog_path)
+        self.vectors = vectors or open_vector_store(settings)
+        self.thumbs = Thumbnails(settings.thumbs_path)
+        self.ledger = RunLedger()
+        self.contents = Contents(self.catalog, self.vectors, self.thumbs, self.ledger)
+        self.claims = Claims(settings, self.catalog, self.ledger, self.contents)
+        self.writer = Writer(self.catalog, self.vectors, self.thumbs, self.ledger, self.contents, self.check_models)
+        self.reports = Reports(settings, self.catalog, self.vectors, self.thumbs)
+        self._lock = threading.RLock()  # one bookkeeping call at a time; searches do not wait
+
+    @property
+    def job_alive(self):
+        return self.ledger.job_alive
+
+    @job_alive.setter
+    def job_alive(self, fn) -> None:
+        self.ledger.job_alive = fn
+
+    def close(self) -> None:
+        with self._lock:
+            self.vectors.close()
+            self.catalog.close()
+
+    def ping(self) -> dict:
+        return {"data_dir": str(self.settings.data_dir), "spaces": self.vectors.spaces()}
+
+    def check_models(self, models: dict[str, str]) -> None:
+        """Refuse a model that differs from the one a space was built with."""
+        for space, model in models.items():
+            stored = self.catalog.get_meta(f"model:{space}")
+            if stored and stored != model:
+                raise ConfigError(
+                    f"this data dir's {space!r} vectors were made with {stored!r}, but the model is now "
+                    f"{model!r}; vectors of two models cannot be compared. Use another MSEARCH_DATA_DIR "
+                    f"or set the model back."
+                )
+
+    # -- indexing: begin, plan, claim, write, finish ------------------------------------
+    def begin_run(self, run_id: str, models: dict[str, str], job_id: str | None = None) -> None:
+        self.check_models(models)
+        with self._lock:
+            dead = self.ledger.dead_runs()
+            self.writer.abandon(dead)
+            for run in dead:
+                self.ledger.end(run)
+            self.ledger.begin(run_id, job_id)
+
+    def plan(self, run_id: str, entries: list[dict], models: dict[str, str]) -> list[dict]:
+        with self._lock:
+            return self.claims.plan(run_id, entries, models)
+
+    def claim(self, run_id: str, rows: list[dict], models: dict[str, str], missing: dict[str, str],
+              hash_s: float = 0.0) -> list[dict]:
+        """Record hashed files; return those whose content must be decoded and embedded
+        (``hash_s``: what hashing these rows took, for the run's stage seconds)."""
+        with self._lock, self.ledger.clock([run_id], "claim"):
+            self.ledger.add_seconds(run_id, "hash", hash_s)
+            return self.claims.claim(run_id, rows, models, missing)
+
+    def write(self, units: list[dict], stored: bool = False) -> int:
+        """Store embedded units; settle the files that are complete (see :class:`Writer`)."""
+        with self._lock, self.ledger.clock({u["run_id"] for u in units if u.get("run_id")}, "write"):
+            return self.writer.write(units, stored)
+
+    def finish_run(self, run_id: str) -> dict:
+        """Fail what a run left half-done, build the index over what it wrote, return its report."""
+        with self._lock:
+            self.writer.finish(run_id)
+            outcomes, stages = self.ledger.end(run_id)
+        # The embedded engine builds no index by itself. Its cost follows what the run wrote, not
+        # the index's size (~35 s per 100k new 512-d points on 2 cores); qdrant-edge 0.9 keeps
+        # Python's interpreter lock while it builds, so the owner answers nothing meanwhile.
+        clock = time.perf_counter()
+        self.vectors.optimize()
+        stages["optimize"] = stages.get("optimize", 0.0) + time.perf_counter() - clock
+        report = {k: list(v) for k, v in outcomes.items()}
+        # Seconds per stage; decode and embed are summed over the units (done in parallel).
+        report["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
+        return report
+
+    # -- files that are gone ---------------------------------------------------------------
+    def forget(self, paths: list[str]) -> list[str]:
+        with self._lock:
+            return self.contents.forget(paths)
+
+    def reconcile(self, roots: list[str], entries: list[dict]) -> list[str]:
+        with self._lock:
+            return self.contents.reconcile(roots, entries)
+
+    # -- search ----------------------------------------------------------------------------
+    def thumbnail(self, thumb_id: str) -> bytes:
+        return self.thumbs.read(thumb_id)
+
+    def spaces(self) -> dict[str, int]:
+        return self.vectors.spaces()
+
+    def models(self) -> dict[str, str]:
+        return self.reports.models()
+
+    def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]:
+        """Run each ranked list, fuse by reciprocal rank, and return file results."""
+        hits = rank(self.vectors.search(queries))
+        files = defaultdict(list)
+        for f in self.catalog.files_with_hashes(list(dict.fromkeys(h.payload["content_hash"] for h in hits)),
+                                                "indexed"):
+            files[f["content_hash"]].append(f)
+        return file_results(hits, files, top_k)
+
+    # -- reports ---------------------------------------------------------------------------
+    def show(self, key: str) -> dict:
+        return self.reports.show(key)
+
+    def status(self) -> dict:
+        return self.reports.status()
+
+    def verify(self) -> dict:
+        with self._lock:
+            return self.reports.verify()
+
+    def reset(self, reset_type: str) -> dict:
+        with self._lock:
+            if self.ledger.inflight:
+                raise ConfigError("an indexing run is in progress; reset when it has finished")
+            return self.reports.reset(reset_type)
+

@@ -1,0 +1,66 @@
+"""The run ledger: what the owner knows of the indexing runs in progress.
+
+Which run embeds which content (a content is embedded once, whichever paths hold it), what each
+content in flight still needs to be settled (its unit count once decode has finished, its media
+facts, its seconds), each run's outcomes per file, and its seconds per stage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Callable, Iterable
+
+
+class RunLedger:
+    def __init__(self):
+        self.inflight: dict[str, str] = {}  # content_hash -> run id embedding it
+        self.expected: dict[str, int] = {}  # content_hash -> units, once its decode has finished
+        self.media: dict[str, str] = {}
+        self.timings: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.stages: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.outcomes: dict[str, dict[str, list]] = {}
+        self.jobs: dict[str, str | None] = {}  # run id -> the Ray job (driver) running it
+        # Whether a job's driver still runs (the owner actor answers from Ray; default: yes).
+        self.job_alive: Callable[[str], bool] = lambda job_id: True
+
+    def begin(self, run_id: str, job_id: str | None) -> None:
+        self.outcomes[run_id] = defaultdict(list)
+        self.jobs[run_id] = job_id
+
+    def dead_runs(self) -> set[str]:
+        return {run for run, job in self.jobs.items() if job and not self.job_alive(job)}
+
+    def end(self, run_id: str) -> tuple[dict[str, list], dict[str, float]]:
+        """Forget a run; returns its outcomes and its seconds per stage."""
+        self.jobs.pop(run_id, None)
+        return self.outcomes.pop(run_id, {}), dict(self.stages.pop(run_id, {}))
+
+    def record(self, run_id: str, outcome: str, path: str, error: str | None = None) -> None:
+        run = self.outcomes.setdefault(run_id, defaultdict(list))
+        run[outcome].append({"path": path, "error": error} if error else {"path": path})
+
+    def add_seconds(self, run_id: str, stage: str, seconds: float) -> None:
+        self.stages[run_id][stage] += seconds
+
+    @contextmanager
+    def clock(self, runs: Iterable[str], stage: str):
+        """Add the block's seconds to ``stage`` of ``runs`` (shared evenly)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            runs = list(runs)
+            for run in runs:
+                self.stages[run][stage] += (time.perf_counter() - start) / len(runs)
+
+    def contents_of(self, runs: set[str]) -> list[str]:
+        return [h for h, run in self.inflight.items() if run in runs]
+
+    def release(self, content_hash: str) -> str | None:
+        """The content is settled (or dropped): forget it; returns its media facts."""
+        self.inflight.pop(content_hash, None)
+        self.expected.pop(content_hash, None)
+        self.timings.pop(content_hash, None)
+        return self.media.pop(content_hash, None)

@@ -1,0 +1,157 @@
+"""Writing and settling: embedded units become points, unit rows and thumbnails; a file is
+settled (``indexed``, ``failed`` or ``skipped``) once all its content's units are stored.
+
+A content's units may arrive over several batches and in any order; the last chunk of its
+decode carries the unit count. Everything a batch needs is written in a few bulk statements.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+
+from msearch.library.contents import Contents
+from msearch.library.runs import RunLedger
+from msearch.library.thumbs import Thumbnails, thumb_id_for
+from msearch.store.catalog import Catalog
+from msearch.store.vectors import PointData, VectorStore, point_id
+
+log = logging.getLogger(__name__)
+
+SNIPPET_CHARS = 300
+
+
+def to_points(units: list[dict]) -> tuple[dict[str, list[PointData]], list[dict], dict[str, bytes]]:
+    """Embedded unit rows as points per space, catalog unit rows, and thumbnails (id -> JPEG).
+
+    Units of one picture, page or scene share its thumbnail (``thumb_key``).
+    """
+    points: dict[str, list[PointData]] = defaultdict(list)
+    rows, thumbs = [], {}
+    for u in units:
+        space, model = u["space"], u["model"]
+        thumb = None
+        if u.get("thumbnail"):
+            thumb = thumb_id_for(u["content_hash"], u.get("thumb_key") or u["unit"])
+            thumbs[thumb] = u["thumbnail"]
+        pid = point_id(u["content_hash"], u["unit"], space, model)
+        text = u.get("text")
+        payload = {
+            "content_hash": u["content_hash"], "kind": u["kind"], "unit": int(u["unit"]), "space": space,
+            "start_s": u.get("start_s"), "end_s": u.get("end_s"), "page": u.get("page"),
+            "text": text[:SNIPPET_CHARS] if text else None, "thumbnail": thumb,
+        }
+        if u.get("vector") is not None:
+            sparse = None
+            if u.get("sparse_indices") is not None:
+                sparse = (list(u["sparse_indices"]), list(u["sparse_values"]))
+            points[space].append(PointData(pid, payload, list(u["vector"]), sparse, u.get("multi")))
+        rows.append({**payload, "text": text, "char_start": u.get("char_start"), "char_end": u.get("char_end"),
+                     "point_id": pid, "model": model})
+    return dict(points), rows, thumbs
+
+
+class Writer:
+    def __init__(self, catalog: Catalog, vectors: VectorStore, thumbs: Thumbnails, ledger: RunLedger,
+                 contents: Contents, check_models):
+        self.catalog, self.vectors, self.thumbs = catalog, vectors, thumbs
+        self.ledger, self.contents, self.check_models = ledger, contents, check_models
+
+    def write(self, units: list[dict], stored: bool = False) -> int:
+        """Store embedded units (and decode or embedding failures); settle the contents that are
+        complete. ``stored``: the units' points are already in the vector store (a write task
+        upserted them to a Qdrant server); only their rows and thumbnails are recorded here.
+        Returns how many contents were settled."""
+        runs: dict[str, str] = {}
+        failures: dict[str, str] = {}
+        skips: dict[str, str] = {}
+        keep, stray = [], []
+        for u in units:
+            h = u["content_hash"]
+            if h not in self.ledger.inflight:
+                log.debug("ignoring a unit of %s, which is no longer being indexed", u["path"])
+                stray.append(u)
+                continue
+            runs[h] = u["run_id"]
+            for key in ("decode", "embed"):
+                self.ledger.add_seconds(u["run_id"], key, float(u.get(f"{key}_s") or 0.0))
+            if u.get("n_units") is not None:
+                self.ledger.expected[h] = int(u["n_units"])
+            if u.get("media"):
+                self.ledger.media[h] = u["media"]
+            if u.get("error"):
+                failures[h] = u["error"]
+            elif not u.get("space"):
+                skips[h] = u.get("note") or "nothing to index in this file"
+            else:
+                keep.append(u)
+                for key in ("decode_s", "embed_s"):
+                    self.ledger.timings[h][key] += float(u.get(key) or 0.0)
+        if stored and stray:  # points a write task stored for a content no longer indexed
+            self.vectors.delete_points(_point_ids(stray))
+        keep = [u for u in keep if u["content_hash"] not in failures]
+        points, rows, thumbs = to_points(keep)
+        models = {r["space"]: r["model"] for r in rows}
+        self.check_models(models)
+        for space, model in models.items():
+            if self.catalog.get_meta(f"model:{space}") is None:
+                self.catalog.set_meta(f"model:{space}", model)
+        for thumb_id, data in thumbs.items():
+            self.thumbs.save(thumb_id, data)
+        for space, space_points in points.items():
+            self.vectors.ensure_space(space, len(space_points[0].dense))
+            self.vectors.upsert(space, space_points)
+        for space, dim in {u["space"]: u["dim"] for u in keep if u.get("dim")}.items():
+            self.vectors.ensure_space(space, dim)  # a space a write task created on the server
+        self.catalog.add_units(rows)
+        self.vectors.flush()
+        counts = self.catalog.unit_counts([h for h in runs if h not in failures and h not in skips])
+        outcomes = []
+        for h in runs:
+            n = self.ledger.expected.get(h)
+            if h in failures:
+                outcomes.append({"content_hash": h, "status": "failed", "error": failures[h], "units_expected": 0})
+            elif h in skips:
+                outcomes.append({"content_hash": h, "status": "skipped", "error": skips[h], "units_expected": 0})
+            elif n is not None and counts.get(h, 0) >= n:
+                outcomes.append({"content_hash": h, "status": "indexed", "units_expected": n,
+                                 "timings": json.dumps(dict(self.ledger.timings[h]))})
+        self.contents.drop([o["content_hash"] for o in outcomes if o["status"] == "failed"])
+        self._settle(runs, outcomes)
+        return len(outcomes)
+
+    def _settle(self, runs: dict[str, str], outcomes: list[dict]) -> None:
+        for o in outcomes:
+            o["media"] = self.ledger.release(o["content_hash"])
+        for f in self.catalog.settle(outcomes):
+            self.ledger.record(runs[f["content_hash"]], f["status"], f["path"], f["error"])
+
+    def finish(self, run_id: str) -> None:
+        """Fail what a run left half-done (a content whose units did not all arrive)."""
+        left = self.ledger.contents_of({run_id})
+        if not left:
+            return
+        have = self.catalog.unit_counts(left)
+        self.contents.drop(left)
+        self._settle({h: run_id for h in left}, [
+            {"content_hash": h, "status": "failed", "units_expected": 0,
+             "error": f"indexing did not complete ({have.get(h, 0)} units written)"} for h in left])
+        self.vectors.flush()
+
+    def abandon(self, runs: set[str]) -> None:
+        """Contents that killed runs were embedding: drop their partial units and free them, so
+        that a later run claims them again (their files are still 'pending')."""
+        left = self.ledger.contents_of(runs)
+        for h in left:
+            log.info("content %s was left half-indexed by a run that died; it is indexed again", h)
+            self.ledger.release(h)
+        self.contents.drop(left)
+
+
+def _point_ids(units: list[dict]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for u in units:
+        if u.get("space") and u.get("model"):
+            out[u["space"]].append(point_id(u["content_hash"], u["unit"], u["space"], u["model"]))
+    return out

@@ -1,0 +1,134 @@
+"""Ranking: fuse the stores' ranked lists and turn hits into file results with their moments.
+
+Scores of different models are not comparable, ranks are: lists are fused by reciprocal rank.
+Neighbouring matching scenes (or sound windows) of a file become one moment; the keyframe, the
+sound and the speech of one moment (or the chunks and image of one page) become one hit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping
+
+from msearch.store.vectors import Hit
+
+RRF_K = 60
+MERGE_MARGIN = 0.03  # cosine similarity: neighbouring scenes (or sound windows) this close merge
+MERGE_SPACES = ("clip", "clap")  # spaces whose neighbouring units of a file are merged
+TIMED_KINDS = ("video", "audio")
+
+
+def thumbnail_url(thumb_id: str | None) -> str | None:
+    return f"/api/v1/thumbnails/{thumb_id}" if thumb_id else None
+
+
+def rank(lists: list[list[Hit]]) -> list[Hit]:
+    """The stores' ranked lists as one list of moments, best first."""
+    return join_moments(merge_moments(fuse(lists)))
+
+
+def file_results(hits: list[Hit], files: Mapping[str, list[dict]], top_k: int) -> list[dict]:
+    """Ranked hits as results of the indexed ``files`` holding each content (content hash ->
+    file rows): the best unit per file; for videos and audio each moment, for documents each page."""
+    results, seen = [], set()
+    for hit in hits:
+        p = hit.payload
+        for f in files.get(p["content_hash"], []):
+            key = f["file_id"]
+            if p["kind"] in TIMED_KINDS:
+                key = (key, p.get("start_s"))
+            elif p["kind"] == "page":  # each matching page of a document
+                key = (key, p.get("page"))
+            if key in seen:
+                continue
+            seen.add(key)
+            results.append({
+                "path": f["path"], "file_id": f["file_id"], "kind": f["kind"], "score": round(hit.score, 6),
+                "start_s": p.get("start_s"), "end_s": p.get("end_s"), "page": p.get("page"),
+                "text": p.get("text"), "thumbnail": thumbnail_url(p.get("thumbnail")),
+            })
+        if len(results) >= top_k:
+            break
+    return results[:top_k]
+
+
+def fuse(lists: list[list[Hit]], k: int = RRF_K) -> list[Hit]:
+    """Reciprocal rank fusion: scores of different models are not comparable, ranks are."""
+    scores: dict[str, float] = defaultdict(float)
+    payloads: dict[str, dict] = {}
+    raw: dict[str, float] = {}
+    for hits in lists:
+        for rank, hit in enumerate(hits):
+            scores[hit.id] += 1.0 / (k + rank + 1)
+            payloads.setdefault(hit.id, hit.payload)
+            raw.setdefault(hit.id, hit.score)
+    order = sorted(scores, key=lambda i: (-scores[i], i))
+    return [Hit(i, scores[i], payloads[i], raw[i]) for i in order]
+
+
+def _space(payload: dict) -> str:
+    # Points written before payloads named their space: only keyframes had times then.
+    return payload.get("space") or ("text" if payload.get("text") else "clip")
+
+
+def merge_moments(hits: list[Hit], margin: float = MERGE_MARGIN) -> list[Hit]:
+    """Adjacent matching scenes (or sound windows) of one file become one hit spanning them,
+    with the best member's score and thumbnail; other hits pass through. Neighbours match when
+    the store's similarity is within ``margin`` of each other's (fused scores say nothing about
+    how close they are)."""
+    runs: dict[tuple[str, str], list[Hit]] = defaultdict(list)
+    out: list[Hit] = []
+    for hit in hits:
+        p = hit.payload
+        if p.get("kind") in TIMED_KINDS and p.get("start_s") is not None and _space(p) in MERGE_SPACES:
+            runs[(p["content_hash"], _space(p))].append(hit)
+        else:
+            out.append(hit)
+    for file_hits in runs.values():
+        file_hits.sort(key=lambda h: h.payload["unit"])
+        run = [file_hits[0]]
+        for hit in file_hits[1:] + [None]:
+            if hit is not None and hit.payload["unit"] == run[-1].payload["unit"] + 1 \
+                    and abs(hit.raw - run[-1].raw) <= margin:
+                run.append(hit)
+                continue
+            best = max(run, key=lambda h: h.score)
+            payload = {**best.payload, "start_s": run[0].payload["start_s"], "end_s": run[-1].payload["end_s"]}
+            out.append(Hit(best.id, best.score, payload, best.raw))
+            run = [hit]
+    out.sort(key=lambda h: (-h.score, h.id))
+    return out
+
+
+def join_moments(hits: list[Hit]) -> list[Hit]:
+    """The keyframe, the sound and the speech of the same moment of a file become one hit (and
+    the text chunks and the image of the same document page).
+
+    In score order, a timed hit joins the first moment of its file whose span it overlaps; the
+    moment keeps its best member's span, adds up the members' scores (as reciprocal rank fusion
+    does for one item found by several lists), and takes a snippet and a thumbnail from
+    whichever member has one.
+    """
+    moments: list[Hit] = []
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for hit in sorted(hits, key=lambda h: (-h.score, h.id)):
+        p = hit.payload
+        timed = p.get("kind") in TIMED_KINDS and p.get("start_s") is not None
+        paged = p.get("kind") == "page" and p.get("page") is not None
+        if not (timed or paged):
+            moments.append(hit)
+            continue
+        for i in by_file[p["content_hash"]]:
+            m = moments[i].payload
+            if (paged and m.get("page") == p["page"]) or \
+                    (timed and p["start_s"] < m["end_s"] and m["start_s"] < p["end_s"]):
+                joined = {**m, "text": m.get("text") or p.get("text"), "thumbnail": m.get("thumbnail") or p.get("thumbnail")}
+                moments[i] = Hit(moments[i].id, moments[i].score + hit.score, joined, moments[i].raw)
+                break
+        else:
+            by_file[p["content_hash"]].append(len(moments))
+            moments.append(hit)
+    moments.sort(key=lambda h: (-h.score, h.id))
+    return moments
+
+
