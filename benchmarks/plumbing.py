@@ -33,12 +33,12 @@ WORDS = ("harbour lighthouse budget rain valley camera river storm archive foota
 FAKE_MODELS = {"clip": "fake", "text": "fake", "clap": "none", "whisper": "none", "colpali": "none", "ocr": "none"}
 
 
-def make_corpus(root: Path, images: int, texts: int) -> None:
+def make_corpus(root: Path, images: int, texts: int, seed: int = 0) -> None:
     """``images`` JPEGs of 320x240 (smooth random colours) and ``texts`` notes of ~120 words."""
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for i in range(images):
         folder = root / "images" / f"{i // 500:02d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,8 @@ def decode_only(corpus: Path, data_dir: Path) -> tuple[float, int]:
 
 
 def index(corpus: Path, data_dir: Path, extra_env: dict | None = None) -> tuple[float, dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+    # The index settings of the environment (MSEARCH_INDEX__*) pass through, for sweeps.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_") or k.startswith("MSEARCH_INDEX__")}
     env.update({f"MSEARCH_MODELS__{k.upper()}": v for k, v in FAKE_MODELS.items()})
     env.update(MSEARCH_DATA_DIR=str(data_dir), MSEARCH_DASHBOARD="false", **(extra_env or {}))
     start = time.perf_counter()

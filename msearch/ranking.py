@@ -8,7 +8,7 @@ sound and the speech of one moment (or the chunks and image of one page) become 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Mapping
+from typing import Callable, Mapping
 
 from msearch.store.vectors import Hit
 
@@ -25,6 +25,13 @@ def thumbnail_url(thumb_id: str | None) -> str | None:
 def rank(lists: list[list[Hit]]) -> list[Hit]:
     """The stores' ranked lists as one list of moments, best first."""
     return join_moments(merge_moments(fuse(lists)))
+
+
+def search(vectors, queries, top_k: int, files_of: Callable[[list[str]], Mapping[str, list[dict]]]) -> list[dict]:
+    """Query the vector store, rank, and return file results; ``files_of(hashes)`` gives the
+    indexed files of each content (the catalog's answer, in one call)."""
+    hits = rank(vectors.search(queries))
+    return file_results(hits, files_of(list(dict.fromkeys(h.payload["content_hash"] for h in hits))), top_k)
 
 
 def file_results(hits: list[Hit], files: Mapping[str, list[dict]], top_k: int) -> list[dict]:

@@ -112,8 +112,8 @@ class PageSettings(_Section):
 class IndexSettings(_Section):
     """Ray Data resources for the indexing pipeline."""
 
-    hash_batch_size: int = 128  # files per hash task, and per claim by the store owner
-    decode_batch_size: int = 1  # files per decode call: a long video never holds up others
+    hash_batch_size: int = 64  # files per block (and task) of the pipeline, and per claim by the owner
+    decode_batch_size: int = 16  # files per decode call (a long one streams its units on in chunks)
     decode_block_units: int = 64  # units of small files gathered into one block downstream
     decode_num_cpus: float = 0.5
     embed_batch_size: int = 32
@@ -125,6 +125,8 @@ class IndexSettings(_Section):
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0
     write_batch_size: int = 256  # units per write to the store owner
+    # CPU niceness of the processes that index (0-19; 0: leave it), so that search answers first.
+    niceness: int = Field(19, ge=0, le=19)
     # A file that failed is tried again on later runs after this long, doubling per failure up to
     # the maximum; at once when its size or mtime changes.
     retry_backoff_s: float = 60.0
@@ -254,12 +256,16 @@ def ray_environment() -> None:
 
     Without the first, Ray swaps 127.0.0.1 for the machine's outward address and binds its
     listeners to every interface; the second lets drivers and the job CLI use the token that
-    a local Ray writes to ~/.ray/auth_token. Values set by the user win.
+    a local Ray writes to ~/.ray/auth_token. The third starts a local Ray's workers at the
+    ordinary CPU priority instead of Ray's niceness 15: the indexing stages lower their own to
+    ``MSEARCH_INDEX__NICENESS`` (19), so Serve's replicas and the store owner, at 0, answer
+    searches first while a run writes. Values set by the user win.
     """
     import os
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def load_settings(**overrides) -> Settings:

@@ -24,7 +24,7 @@ from pipelines.cluster import connect
 from pipelines.owner import OwnerClient, get_owner
 from pipelines.runners import run_on_ray
 from pipelines.sink import IndexSink
-from pipelines.stages import HASH_CPUS, WRITE_CPUS, index_stages
+from pipelines.stages import WRITE_CPUS, index_stages
 
 log = logging.getLogger("msearch.index")
 PLAN_CHUNK = 20_000
@@ -124,7 +124,9 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> tuple[dict[s
     task at once (a small machine, or Serve replicas holding some): Ray Data would otherwise
     wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores."""
     idx = settings.index
-    cpus = {"hash": HASH_CPUS, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
+    # Hashing asks what decoding asks, so that Ray Data fuses the two into one task (no block
+    # between them) when no transcription stands between.
+    cpus = {"hash": idx.decode_num_cpus, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
             "embed": idx.embed_num_cpus if embedding else 0.0, "whisper": idx.whisper_num_cpus if speech else 0.0}
     actors = idx.embed_actors * cpus["embed"] + idx.whisper_actors * cpus["whisper"]
     least = actors + max(cpus["hash"], cpus["decode"], cpus["write"])  # what must fit at one time

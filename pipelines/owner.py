@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from msearch.errors import DataDirBusy, NotRunning
 from msearch.library import Library
@@ -64,9 +65,12 @@ def get_owner(settings, create: bool = True):
             return ray.get_actor(settings.owner_name, namespace=NAMESPACE)
         except ValueError as e:
             raise NotRunning(f"no msearch store owner for {settings.data_dir} in this Ray cluster") from e
+    # The owner opens the data dir, which is on this node's disk: it runs here, whatever other
+    # nodes the cluster has.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(StoreOwner).options(
         name=settings.owner_name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        max_concurrency=16, num_cpus=0, max_restarts=-1,
+        max_concurrency=16, num_cpus=0, max_restarts=-1, scheduling_strategy=here,
     ).remote(settings)
     try:
         ray.get(actor.call.remote("ping"))  # surfaces a failed start (e.g. the data dir is busy)

@@ -40,9 +40,10 @@ class IndexSink(Datasink):
         return self.settings.index.write_batch_size
 
     def write(self, blocks, ctx) -> dict:
-        from pipelines.stages import owner_client
+        from pipelines.stages import background, owner_client
 
         owner = self._owner or owner_client(self.settings)
+        background(self.settings)
         out = {"units": 0, "settled": 0, "write_s": 0.0}
         size = self.settings.index.write_batch_size
         for block in blocks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,7 +24,6 @@ from msearch.units import decode_file, embed_units, transcribe_file
 from pipelines import schema
 
 log = logging.getLogger("msearch.pipeline")
-HASH_CPUS = 0.25
 WRITE_CPUS = 0.1
 
 
@@ -61,9 +61,27 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
     return stages
 
 
+_PRIORITY: int | None = None  # the niceness this worker process was given, once
+
+
+def background(settings) -> None:
+    """Run this worker process at the indexing niceness (``MSEARCH_INDEX__NICENESS``), so that
+    searches (Serve's replicas, the store owner) get the CPU first while a run writes. A process
+    can always lower its own priority; raising it again would need privileges, so this is done
+    once per process, in processes that only index."""
+    global _PRIORITY
+    want = settings.index.niceness
+    if _PRIORITY is None and want:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if want > current:
+            os.setpriority(os.PRIO_PROCESS, 0, want)
+        _PRIORITY = max(want, current)
+
+
 def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing: dict, owner=None) -> pa.Table:
     """Hash and sniff files, then let the owner decide which contents need embedding."""
     owner = owner or owner_client(settings)
+    background(settings)
     start = time.perf_counter()
     rows = [{**hash_entry(r, settings.text.suffixes), "run_id": run_id} for r in batch.to_pylist()]
     hashed = time.perf_counter()
@@ -88,6 +106,7 @@ class Transcribe:
         return self._model
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        background(self.settings)
         start = time.perf_counter()
         rows = [transcribe_file(r, self._transcriber, self.settings) for r in batch.to_pylist()]
         timed = sum(1 for r in rows if r.get("speech"))
@@ -99,6 +118,7 @@ class Transcribe:
 def decode(batch: pa.Table, settings, models: dict):
     """Yields blocks of units: a long recording's windows stream on while it is still decoding;
     the units of small files are gathered into blocks of up to ``decode_block_units``."""
+    background(settings)
     held: list[dict] = []
     for r in batch.to_pylist():
         start = time.perf_counter()
@@ -137,8 +157,10 @@ class EmbedUnits:
             _torch_threads(settings.index.embed_threads)
             embedders = {role: build_embedder(role, settings) for role in roles}
         self.embedders = embedders
+        self.settings = settings
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        background(self.settings)
         start = time.perf_counter()
         rows = batch.to_pylist()
         out = embed_units(rows, self.embedders)

@@ -21,9 +21,11 @@ from msearch.embed import build_embedder
 from msearch.errors import (
     BadInput, ConfigError, Forbidden, ModelUnavailable, MsearchError, NotFound, Unauthorized, UnsupportedQuery,
 )
+from msearch import ranking
 from msearch.library import file_id_for
 from msearch.search import SearchService
 from msearch.settings import Settings, load_settings
+from msearch.store.vectors import open_vector_store
 from serve import timing
 
 log = logging.getLogger(__name__)
@@ -161,24 +163,33 @@ class _TimedEmbedder:
 
 
 class _StoreForSearch:
-    """The owner's search calls, timed, with its list of spaces kept for a second: a query
-    needs it first, and it changes only when a kind of media is indexed for the first time."""
+    """Search calls, timed, with the list of spaces kept for a second: a query needs it first,
+    and it changes only when a kind of media is indexed for the first time.
+
+    With the embedded store every search goes to the owner (the one process that opens it).
+    With a Qdrant server (``vectors``: this replica's own client) the replica queries Qdrant and
+    ranks by itself, and asks the owner only for the catalog rows of the contents it found.
+    """
 
     SPACES_TTL_S = 1.0
 
-    def __init__(self, store):
+    def __init__(self, store, vectors=None):
         self.store = store
+        self.vectors = vectors
         self._spaces: tuple[float, dict] | None = None
 
     def spaces(self) -> dict[str, int]:
         cached = self._spaces
         if cached is None or time.monotonic() - cached[0] > self.SPACES_TTL_S:
             with timing.current.part("store"):
-                cached = self._spaces = (time.monotonic(), self.store.spaces())
+                spaces = self.vectors.refresh_spaces() if self.vectors is not None else self.store.spaces()
+                cached = self._spaces = (time.monotonic(), spaces)
         return cached[1]
 
     def search(self, queries, top_k):
         with timing.current.part("store"):
+            if self.vectors is not None:
+                return ranking.search(self.vectors, queries, top_k, self.store.files_of)
             return self.store.search(queries, top_k)
 
 
@@ -240,7 +251,8 @@ class SearchAPI:
                         available[role] = _TimedEmbedder(build_embedder(role, self.settings))
                     except ModelUnavailable as e:
                         log.warning("%s Searches skip what it would find.", e)
-                self._service = SearchService(available, _StoreForSearch(self.store), self.settings)
+                vectors = open_vector_store(self.settings) if self.settings.qdrant_url else None
+                self._service = SearchService(available, _StoreForSearch(self.store, vectors), self.settings)
             return self._service
 
     @api.get("/health")

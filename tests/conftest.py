@@ -147,12 +147,15 @@ def index_direct(library, settings, roots, embedders, missing=None, transcriber=
         models["whisper"] = transcriber.model_id
     # Small batches, so that a file's units reach the writer over several calls, as on Ray.
     settings = settings.model_copy(update={"index": settings.index.model_copy(
-        update={"hash_batch_size": 4, "decode_block_units": 7, "write_batch_size": 7, "embed_batch_size": 7})})
+        update={"hash_batch_size": 4, "decode_block_units": 7, "write_batch_size": 7, "embed_batch_size": 7,
+                "niceness": 0})})
     cpus = {"hash": 0, "decode": 0, "write": 0, "embed": 0, "whisper": 0}
     built = {"embed": {"embedders": embedders}, "transcribe": {"transcriber": transcriber}}
 
     def execute(rows, build, embedding, speech):
-        return run_in_process(build(cpus), rows, IndexSink(settings, owner=library), library, built, reverse)
+        # With a Qdrant server the sink stores the points itself (here: into the library's client).
+        sink = IndexSink(settings, owner=library, vectors=library.vectors if settings.qdrant_url else None)
+        return run_in_process(build(cpus), rows, sink, library, built, reverse)
 
     paths = [Path(r).expanduser().resolve() for r in roots]
     summary, report = index_files(library, settings, paths, models, missing or {}, execute)

@@ -26,7 +26,8 @@ from msearch.library.reports import Reports
 from msearch.library.runs import RunLedger
 from msearch.library.thumbs import Thumbnails, thumb_id_for
 from msearch.library.writer import Writer
-from msearch.ranking import file_results, merge_moments, rank
+from msearch import ranking
+from msearch.ranking import merge_moments
 from msearch.settings import Settings
 from msearch.store.catalog import Catalog
 from msearch.store.vectors import SpaceQuery, VectorStore, open_vector_store
@@ -44,10 +45,14 @@ class Library:
         self.thumbs = Thumbnails(settings.thumbs_path)
         self.ledger = RunLedger()
         self.contents = Contents(self.catalog, self.vectors, self.thumbs, self.ledger)
-        self.claims = Claims(settings, self.catalog, self.ledger, self.contents)
-        self.writer = Writer(self.catalog, self.vectors, self.thumbs, self.ledger, self.contents, self.check_models)
+        self.claims = Claims(settings, self.catalog, self.ledger, self.contents, self.give_way)
+        self.writer = Writer(self.catalog, self.vectors, self.thumbs, self.ledger, self.contents, self.check_models,
+                             self.give_way)
         self.reports = Reports(settings, self.catalog, self.vectors, self.thumbs)
         self._lock = threading.RLock()  # one bookkeeping call at a time; searches do not wait
+        self._searches = 0  # searches running in this process; bookkeeping gives way to them
+        self._quiet = threading.Condition()
+        self._space_models: dict[str, str] = {}  # space -> the model its vectors were made with
 
     @property
     def job_alive(self):
@@ -65,10 +70,16 @@ class Library:
     def ping(self) -> dict:
         return {"data_dir": str(self.settings.data_dir), "spaces": self.vectors.spaces()}
 
-    def check_models(self, models: dict[str, str]) -> None:
-        """Refuse a model that differs from the one a space was built with."""
+    def check_models(self, models: dict[str, str], record: bool = False) -> None:
+        """Refuse a model that differs from the one a space was built with; ``record``: note the
+        model of a space that has none yet (its first units are being written)."""
         for space, model in models.items():
-            stored = self.catalog.get_meta(f"model:{space}")
+            stored = self._space_models.get(space) or self.catalog.get_meta(f"model:{space}")
+            if stored is None and record:
+                self.catalog.set_meta(f"model:{space}", model)
+                stored = model
+            if stored:
+                self._space_models[space] = stored
             if stored and stored != model:
                 raise ConfigError(
                     f"this data dir's {space!r} vectors were made with {stored!r}, but the model is now "
@@ -140,12 +151,29 @@ class Library:
 
     def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]:
         """Run each ranked list, fuse by reciprocal rank, and return file results."""
-        hits = rank(self.vectors.search(queries))
-        files = defaultdict(list)
-        for f in self.catalog.files_with_hashes(list(dict.fromkeys(h.payload["content_hash"] for h in hits)),
-                                                "indexed"):
-            files[f["content_hash"]].append(f)
-        return file_results(hits, files, top_k)
+        with self._quiet:
+            self._searches += 1
+        try:
+            return ranking.search(self.vectors, queries, top_k, self.files_of)
+        finally:
+            with self._quiet:
+                self._searches -= 1
+                if not self._searches:
+                    self._quiet.notify_all()
+
+    def give_way(self, most_s: float = 0.5) -> None:
+        """Wait (``most_s`` at the most) while searches run in this process: bookkeeping calls
+        this between their steps, so that a search waits for one step, not a whole batch, and a
+        steady stream of searches still cannot stop a run."""
+        with self._quiet:
+            self._quiet.wait_for(lambda: not self._searches, timeout=most_s)
+
+    def files_of(self, hashes: list[str]) -> dict[str, list[dict]]:
+        """The indexed files holding each content (what a search result shows of a file)."""
+        files: dict[str, list[dict]] = defaultdict(list)
+        for f in self.catalog.files_with_hashes(list(hashes), "indexed"):
+            files[f["content_hash"]].append({k: f[k] for k in ("path", "file_id", "kind", "content_hash")})
+        return dict(files)
 
     # -- reports ---------------------------------------------------------------------------
     def show(self, key: str) -> dict:
@@ -162,5 +190,6 @@ class Library:
         with self._lock:
             if self.ledger.inflight:
                 raise ConfigError("an indexing run is in progress; reset when it has finished")
+            self._space_models.clear()
             return self.reports.reset(reset_type)
 

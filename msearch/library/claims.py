@@ -23,8 +23,9 @@ def models_of(row: dict) -> dict:
 
 
 class Claims:
-    def __init__(self, settings, catalog: Catalog, ledger: RunLedger, contents: Contents):
+    def __init__(self, settings, catalog: Catalog, ledger: RunLedger, contents: Contents, give_way=lambda: None):
         self.settings, self.catalog, self.ledger, self.contents = settings, catalog, ledger, contents
+        self.give_way = give_way  # called between steps: lets a search in the same process go first
 
     def backoff(self, row: dict) -> float:
         """Seconds before an unchanged file that failed is tried again: doubling per failure."""
@@ -59,6 +60,7 @@ class Claims:
         copies: dict[str, list[dict]] = {}  # indexed files of the same contents, elsewhere
         for f in self.catalog.files_with_hashes([r["content_hash"] for r in rows if r.get("content_hash")], "indexed"):
             copies.setdefault(f["content_hash"], []).append(f)
+        self.give_way()
         updates, emit = [], []
         fresh, replaced = [], []  # contents about to be embedded; contents a path left
         for r in rows:
@@ -106,7 +108,11 @@ class Claims:
             updates.append(row)
             if old and old["content_hash"] and old["content_hash"] != h:
                 replaced.append(old["content_hash"])
+        self.give_way()
         self.catalog.upsert_files(updates)
-        self.contents.drop(fresh)  # partial units of an interrupted earlier try
+        self.give_way()
+        # What an interrupted earlier try left of a content (its units are written before its
+        # points, so a content without units has no points either).
+        self.contents.drop(sorted(self.catalog.hashes_with_units(fresh)))
         self.contents.collect(replaced)
         return emit

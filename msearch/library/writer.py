@@ -54,9 +54,10 @@ def to_points(units: list[dict]) -> tuple[dict[str, list[PointData]], list[dict]
 
 class Writer:
     def __init__(self, catalog: Catalog, vectors: VectorStore, thumbs: Thumbnails, ledger: RunLedger,
-                 contents: Contents, check_models):
+                 contents: Contents, check_models, give_way=lambda: None):
         self.catalog, self.vectors, self.thumbs = catalog, vectors, thumbs
         self.ledger, self.contents, self.check_models = ledger, contents, check_models
+        self.give_way = give_way  # called between steps: lets a search in the same process go first
 
     def write(self, units: list[dict], stored: bool = False) -> int:
         """Store embedded units (and decode or embedding failures); settle the contents that are
@@ -92,20 +93,22 @@ class Writer:
             self.vectors.delete_points(_point_ids(stray))
         keep = [u for u in keep if u["content_hash"] not in failures]
         points, rows, thumbs = to_points(keep)
-        models = {r["space"]: r["model"] for r in rows}
-        self.check_models(models)
-        for space, model in models.items():
-            if self.catalog.get_meta(f"model:{space}") is None:
-                self.catalog.set_meta(f"model:{space}", model)
+        self.check_models({r["space"]: r["model"] for r in rows}, record=True)
         for thumb_id, data in thumbs.items():
             self.thumbs.save(thumb_id, data)
+        self.give_way()
+        # Unit rows before points: a content with points always has units, so a crash between
+        # the two leaves units that the next claim of the content finds and drops.
+        self.catalog.add_units(rows)
         for space, space_points in points.items():
+            self.give_way()
             self.vectors.ensure_space(space, len(space_points[0].dense))
             self.vectors.upsert(space, space_points)
         for space, dim in {u["space"]: u["dim"] for u in keep if u.get("dim")}.items():
             self.vectors.ensure_space(space, dim)  # a space a write task created on the server
-        self.catalog.add_units(rows)
+        self.give_way()
         self.vectors.flush()
+        self.give_way()
         counts = self.catalog.unit_counts([h for h in runs if h not in failures and h not in skips])
         outcomes = []
         for h in runs:

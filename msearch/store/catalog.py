@@ -243,6 +243,13 @@ class Catalog:
             "SELECT DISTINCT thumbnail FROM units WHERE content_hash IN (SELECT unnest(?)) AND thumbnail IS NOT NULL",
             [list(hashes)])]
 
+    def hashes_with_units(self, hashes: list[str]) -> set[str]:
+        """Those of ``hashes`` that have units."""
+        if not hashes:
+            return set()
+        return {r["content_hash"] for r in self._rows(
+            "SELECT DISTINCT content_hash FROM units WHERE content_hash IN (SELECT unnest(?))", [list(hashes)])}
+
     def hashes_in_use(self, hashes: list[str]) -> set[str]:
         """Those of ``hashes`` that some file still holds."""
         if not hashes:

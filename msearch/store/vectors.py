@@ -294,10 +294,16 @@ class ClientStore(_Store):
         self.prefix = prefix
         self._local = url == ":memory:"
         self._client = QdrantClient(":memory:") if self._local else QdrantClient(url=url, api_key=api_key, timeout=30)
+        self.refresh_spaces()
+
+    def refresh_spaces(self) -> dict[str, int]:
+        """Read the spaces from the server again (other processes create them too)."""
+        prefix = self.prefix + "_"
         for c in self._client.get_collections().collections:
-            if c.name.startswith(prefix + "_"):
+            if c.name.startswith(prefix) and c.name[len(prefix):] not in self._dims:
                 info = self._client.get_collection(c.name)
-                self._dims[c.name[len(prefix) + 1 :]] = info.config.params.vectors[DENSE].size
+                self._dims[c.name[len(prefix):]] = info.config.params.vectors[DENSE].size
+        return self.spaces()
 
     def _name(self, space: str) -> str:
         return f"{self.prefix}_{space}"
