@@ -124,7 +124,7 @@ class IndexSettings(_Section):
     whisper_actors: int = 1  # transcription actor pool, apart from the embedding actors
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0
-    write_batch_size: int = 256  # units per write to the store owner
+    write_batch_size: int = 128  # units per write to the store owner
     # CPU niceness of the processes that index (0-19; 0: leave it), so that search answers first.
     niceness: int = Field(19, ge=0, le=19)
     # A file that failed is tried again on later runs after this long, doubling per failure up to

@@ -4,7 +4,7 @@
 * :class:`~msearch.library.claims.Claims` — planning and claiming what a run must embed;
 * :class:`~msearch.library.writer.Writer` — writing embedded units and settling files;
 * :class:`~msearch.library.contents.Contents` — forgetting contents and files that are gone;
-* :class:`~msearch.library.thumbs.Thumbnails` — thumbnail files by opaque id;
+* :class:`~msearch.library.thumbs.Thumbnails` — thumbnails by opaque id;
 * :class:`~msearch.library.reports.Reports` — show, status, verify, reset.
 
 Ranking lives in :mod:`msearch.ranking`. Exactly one process holds a :class:`Library` for a
@@ -42,7 +42,7 @@ class Library:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = catalog or Catalog(settings.catalog_path)
         self.vectors = vectors or open_vector_store(settings)
-        self.thumbs = Thumbnails(settings.thumbs_path)
+        self.thumbs = Thumbnails(self.catalog, settings.thumbs_path)
         self.ledger = RunLedger()
         self.contents = Contents(self.catalog, self.vectors, self.thumbs, self.ledger)
         self.claims = Claims(settings, self.catalog, self.ledger, self.contents, self.give_way)

@@ -1,5 +1,6 @@
 """Writing and settling: embedded units become points, unit rows and thumbnails; a file is
-settled (``indexed``, ``failed`` or ``skipped``) once all its content's units are stored.
+settled (``indexed``, ``failed`` or ``skipped``) once all its content's units are stored and the
+vector store has made them durable (one flush at most every second, not one per batch).
 
 A content's units may arrive over several batches and in any order; the last chunk of its
 decode carries the unit count. Everything a batch needs is written in a few bulk statements.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 
 from msearch.library.contents import Contents
@@ -20,6 +22,7 @@ from msearch.store.vectors import PointData, VectorStore, point_id
 log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 300
+COMMIT_EVERY_S = 1.0  # flush the vector store (and settle what it completes) at most this often
 
 
 def to_points(units: list[dict]) -> tuple[dict[str, list[PointData]], list[dict], dict[str, bytes]]:
@@ -58,6 +61,8 @@ class Writer:
         self.catalog, self.vectors, self.thumbs = catalog, vectors, thumbs
         self.ledger, self.contents, self.check_models = ledger, contents, check_models
         self.give_way = give_way  # called between steps: lets a search in the same process go first
+        self._complete: dict[str, tuple[str, dict]] = {}  # content -> (run, outcome): written, not yet flushed
+        self._committed_at = time.monotonic()
 
     def write(self, units: list[dict], stored: bool = False) -> int:
         """Store embedded units (and decode or embedding failures); settle the contents that are
@@ -94,8 +99,7 @@ class Writer:
         keep = [u for u in keep if u["content_hash"] not in failures]
         points, rows, thumbs = to_points(keep)
         self.check_models({r["space"]: r["model"] for r in rows}, record=True)
-        for thumb_id, data in thumbs.items():
-            self.thumbs.save(thumb_id, data)
+        self.thumbs.save(thumbs)
         self.give_way()
         # Unit rows before points: a content with points always has units, so a crash between
         # the two leaves units that the next claim of the content finds and drops.
@@ -107,22 +111,34 @@ class Writer:
         for space, dim in {u["space"]: u["dim"] for u in keep if u.get("dim")}.items():
             self.vectors.ensure_space(space, dim)  # a space a write task created on the server
         self.give_way()
-        self.vectors.flush()
-        self.give_way()
         counts = self.catalog.unit_counts([h for h in runs if h not in failures and h not in skips])
         outcomes = []
-        for h in runs:
+        for h, run_id in runs.items():
             n = self.ledger.expected.get(h)
             if h in failures:
                 outcomes.append({"content_hash": h, "status": "failed", "error": failures[h], "units_expected": 0})
             elif h in skips:
                 outcomes.append({"content_hash": h, "status": "skipped", "error": skips[h], "units_expected": 0})
             elif n is not None and counts.get(h, 0) >= n:
-                outcomes.append({"content_hash": h, "status": "indexed", "units_expected": n,
-                                 "timings": json.dumps(dict(self.ledger.timings[h]))})
+                self._complete[h] = (run_id, {"content_hash": h, "status": "indexed", "units_expected": n,
+                                              "timings": json.dumps(dict(self.ledger.timings[h]))})
         self.contents.drop([o["content_hash"] for o in outcomes if o["status"] == "failed"])
         self._settle(runs, outcomes)
-        return len(outcomes)
+        settled = len(outcomes)
+        if self._complete and time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
+            self.give_way()
+            settled += self.commit()
+        return settled
+
+    def commit(self) -> int:
+        """Make the points written so far durable (one flush of the vector store), then settle
+        the contents they complete: a file is ``indexed`` only once its points are on disk.
+        Returns how many contents were settled."""
+        self.vectors.flush()
+        self._committed_at = time.monotonic()
+        done, self._complete = self._complete, {}
+        self._settle({h: run for h, (run, _) in done.items()}, [o for _, o in done.values()])
+        return len(done)
 
     def _settle(self, runs: dict[str, str], outcomes: list[dict]) -> None:
         for o in outcomes:
@@ -131,7 +147,9 @@ class Writer:
             self.ledger.record(runs[f["content_hash"]], f["status"], f["path"], f["error"])
 
     def finish(self, run_id: str) -> None:
-        """Fail what a run left half-done (a content whose units did not all arrive)."""
+        """Settle what is complete; fail what a run left half-done (a content whose units did not
+        all arrive)."""
+        self.commit()
         left = self.ledger.contents_of({run_id})
         if not left:
             return
@@ -144,7 +162,9 @@ class Writer:
 
     def abandon(self, runs: set[str]) -> None:
         """Contents that killed runs were embedding: drop their partial units and free them, so
-        that a later run claims them again (their files are still 'pending')."""
+        that a later run claims them again (their files are still 'pending'). What they
+        completed is settled."""
+        self.commit()
         left = self.ledger.contents_of(runs)
         for h in left:
             log.info("content %s was left half-indexed by a run that died; it is indexed again", h)

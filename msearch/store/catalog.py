@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS units (
     model VARCHAR,
     PRIMARY KEY (content_hash, unit, space)
 );
+CREATE TABLE IF NOT EXISTS thumbs (id VARCHAR PRIMARY KEY, jpeg BLOB NOT NULL);
 """
 
 FILE_COLUMNS = (
@@ -68,6 +69,7 @@ _TYPES = {"size": pa.int64(), "mtime": pa.float64(), "units_expected": pa.int32(
           "end_s": pa.float64(), "page": pa.int32(), "char_start": pa.int32(), "char_end": pa.int32()}
 FILE_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in FILE_COLUMNS])
 UNIT_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in UNIT_COLUMNS])
+THUMB_SCHEMA = pa.schema([("id", pa.string()), ("jpeg", pa.binary())])
 SETTLE_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in
                            ("content_hash", "status", "error", "units_expected", "media", "timings")])
 
@@ -256,6 +258,23 @@ class Catalog:
             return set()
         return {r["content_hash"] for r in self._rows(
             "SELECT DISTINCT content_hash FROM files WHERE content_hash IN (SELECT unnest(?))", [list(hashes)])}
+
+    # -- thumbnails ------------------------------------------------------------------------
+    def put_thumbnails(self, thumbs: dict[str, bytes]) -> None:
+        if thumbs:
+            rows = [{"id": k, "jpeg": v} for k, v in thumbs.items()]
+            self._insert("thumbs", THUMB_SCHEMA, rows, replace=True)
+
+    def thumbnail(self, thumb_id: str) -> bytes | None:
+        rows = self._rows("SELECT jpeg FROM thumbs WHERE id = ?", [thumb_id])
+        return bytes(rows[0]["jpeg"]) if rows else None
+
+    def delete_thumbnails(self, thumb_ids: list[str]) -> None:
+        if thumb_ids:
+            self._exec("DELETE FROM thumbs WHERE id IN (SELECT unnest(?))", [list(thumb_ids)])
+
+    def clear_thumbnails(self) -> None:
+        self._exec("DELETE FROM thumbs")
 
     def thumbnail_exists(self, thumb_id: str) -> bool:
         return bool(self._rows("SELECT 1 FROM units WHERE thumbnail = ? LIMIT 1", [thumb_id]))
