@@ -94,7 +94,8 @@ def main() -> int:
         model_only_s = clip_s + text_s
 
         # -- end to end: msearch index through a local Ray ---------------------------------
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+        # The index settings of the environment (MSEARCH_INDEX__*) pass through, for sweeps.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_") or k.startswith("MSEARCH_INDEX__")}
         env.update(MSEARCH_DATA_DIR=str(td / "data"), MSEARCH_MODELS__CLIP=clip_dir, MSEARCH_MODELS__TEXT=minilm,
                    MSEARCH_MODELS__CLAP="none", MSEARCH_MODELS__WHISPER="none", MSEARCH_MODELS__COLPALI="none",
                    MSEARCH_MODELS__OCR="none", MSEARCH_DASHBOARD="false",

@@ -125,6 +125,7 @@ class IndexSettings(_Section):
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0
     write_batch_size: int = 128  # units per write to the store owner
+    write_tasks: int = Field(2, ge=1)  # write tasks at once with the embedded store (a Qdrant server: no limit)
     # CPU niceness of the processes that index (0-19; 0: leave it), so that search answers first.
     niceness: int = Field(19, ge=0, le=19)
     # A file that failed is tried again on later runs after this long, doubling per failure up to

@@ -36,7 +36,7 @@ def run_on_ray(stages: list[Stage], rows: list[dict], sink: IndexSink, cpu_limit
                                 fn_constructor_kwargs=stage.kwargs, **options)
         else:
             ds = ds.map_batches(stage.fn, fn_kwargs=stage.kwargs, **options)
-    ds.write_datasink(sink, ray_remote_args={"num_cpus": sink.num_cpus})
+    ds.write_datasink(sink, ray_remote_args={"num_cpus": sink.num_cpus}, concurrency=sink.concurrency)
     return sink.totals
 
 

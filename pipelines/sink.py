@@ -36,6 +36,13 @@ class IndexSink(Datasink):
         return "Write"
 
     @property
+    def concurrency(self) -> int | None:
+        """Write tasks at once: the embedded store takes one batch at a time in its owner, so a few
+        tasks keep it busy (each worker process costs seconds of imports); a Qdrant server takes
+        concurrent writers."""
+        return None if self.direct else self.settings.index.write_tasks
+
+    @property
     def min_rows_per_write(self) -> int:
         return self.settings.index.write_batch_size
 

@@ -154,7 +154,8 @@ class EmbedUnits:
     def __init__(self, settings, roles: list[str], embedders: dict | None = None):
         logging.basicConfig(level=settings.log_level)
         if embedders is None:
-            _torch_threads(settings.index.embed_threads)
+            if any(getattr(settings.models, role) != "fake" for role in roles):  # models that run on torch
+                _torch_threads(settings.index.embed_threads)
             embedders = {role: build_embedder(role, settings) for role in roles}
         self.embedders = embedders
         self.settings = settings
