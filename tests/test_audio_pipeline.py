@@ -2,9 +2,13 @@
 
 import subprocess
 
+import pytest
+
 from conftest import ffmpeg, make_settings, make_video, speak, speech_span
 
 from msearch.embed.resolve import resolve_whisper
+
+pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
 
 BUDGET = "The interviewee says the budget for the new bridge was far too small."
 

@@ -11,6 +11,8 @@ import pytest
 from conftest import make_corpus, make_settings, wait_no_ray_processes
 from msearch.owner import OwnerLock
 
+pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 MSEARCH = [sys.executable, "-m", "msearch.cli"]
 

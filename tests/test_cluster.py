@@ -14,6 +14,8 @@ import yaml
 
 from conftest import free_port, make_corpus, wait_for_health, wait_no_ray_processes
 
+pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -1,6 +1,10 @@
 """Documents through the Ray Data pipeline: page text, OCR and page multi-vectors end to end."""
 
+import pytest
+
 from conftest import make_pdf, make_settings, text_picture
+
+pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
 
 
 def test_pages_and_pictures_through_the_pipeline(ray_local, tmp_path):

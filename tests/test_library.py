@@ -168,3 +168,57 @@ def test_a_file_that_becomes_unreadable_fails_without_losing_its_vectors(lib, fa
     report = index_direct(lib, fake_settings, [corpus], embedders)  # readable again
     assert "gardening.txt" in _paths(report, "indexed")
     assert _all_points(lib) == before
+
+
+def test_bookkeeping_gives_way_to_a_running_search(lib, fake_settings, corpus, embedders):
+    import threading
+
+    index_direct(lib, fake_settings, [corpus], embedders)
+    search = lib.vectors.search
+
+    def slow_search(queries):  # a search that takes 0.4 s in the store
+        time.sleep(0.4)
+        return search(queries)
+
+    lib.vectors.search = slow_search
+    service = SearchService(embedders, lib, fake_settings)
+    searching = threading.Thread(target=service.search_text, args=("budget",))
+    searching.start()
+    time.sleep(0.1)
+    start = time.perf_counter()
+    lib.give_way()  # a step of a write or claim waits for the search to end
+    waited = time.perf_counter() - start
+    searching.join()
+    assert 0.2 < waited < 0.45
+    lib.vectors.search = lambda queries: (time.sleep(2.0), search(queries))[1]
+    searching = threading.Thread(target=service.search_text, args=("budget",))
+    searching.start()
+    time.sleep(0.1)
+    start = time.perf_counter()
+    lib.give_way(most_s=0.3)  # but not for ever: a stream of searches cannot stop a run
+    assert 0.25 < time.perf_counter() - start < 1.0
+    searching.join()
+
+
+def test_a_file_is_indexed_once_its_points_are_flushed(lib, fake_settings, tmp_path, embedders, monkeypatch):
+    from msearch.files import hash_entry, walk
+    from msearch.units import decode_file, embed_units
+
+    monkeypatch.setattr("msearch.library.writer.COMMIT_EVERY_S", 600.0)  # no flush before the run ends
+
+    note = tmp_path / "in" / "note.txt"
+    note.parent.mkdir()
+    note.write_text("The harbour ferry leaves at noon.\n")
+    models = {"text": "fake-text"}
+    lib.begin_run("r1", models)
+    rows = [{**hash_entry(e, fake_settings.text.suffixes), "run_id": "r1"} for e in walk([note.parent])]
+    (claimed,) = lib.claim("r1", rows, models, {})
+    flushes = []
+    flush = lib.vectors.flush
+    lib.vectors.flush = lambda: (flushes.append(time.monotonic()), flush())
+    units = [u for chunk in decode_file(claimed, fake_settings, models) for u in chunk]
+    lib.write(embed_units(units, {"text": embedders["text"]}))  # all its units
+    assert lib.show(str(note))["status"] == "pending" and not flushes
+    report = lib.finish_run("r1")
+    assert flushes and lib.show(str(note))["status"] == "indexed"
+    assert [os.path.basename(i["path"]) for i in report["indexed"]] == ["note.txt"]

@@ -9,6 +9,8 @@ from msearch.errors import DataDirBusy
 from msearch.library import Library
 from msearch.owner import OwnerLock, running_owner
 
+pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
+
 
 @pytest.fixture(scope="module")
 def indexed(ray_local, tmp_path_factory, tiny_clip, minilm_id):

@@ -7,10 +7,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, index_direct, make_settings, wait_no_ray_processes, write_image
 
 from msearch.embed.fake import FakeEmbedder
 from msearch.library import Library
+
+pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
 
 MSEARCH = str(ROOT / ".venv" / "bin" / "msearch")
 KILL_AFTER_S = [4.0, 7.0, 10.0]

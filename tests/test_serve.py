@@ -17,6 +17,8 @@ from conftest import (
     wait_no_ray_processes,
 )
 
+pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
+
 
 @pytest.fixture(scope="module")
 def http(tmp_path_factory, tiny_clip, tiny_clap, minilm_id):
