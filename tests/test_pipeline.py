@@ -35,7 +35,7 @@ def test_summary_counts_every_file(indexed):
     # Where the run's time went, stage by stage.
     stages = summary["stage_seconds"]
     assert set(stages) == {"list", "plan", "pipeline", "hash", "claim", "decode", "embed", "write", "optimize",
-                           "reconcile"}
+                           "reconcile", "claim_cpu", "write_cpu"}
     assert all(v >= 0 for v in stages.values()) and stages["embed"] > 0 and stages["decode"] > 0
     assert stages["pipeline"] < summary["seconds"]
 

@@ -106,3 +106,59 @@ def test_an_embedding_actor_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_p
     verify = _json(["verify"], env)
     assert verify["ok"], verify["problems"]
     assert not wait_no_ray_processes(60)
+
+
+def _kill_when_seen(job: subprocess.Popen, tag: str, after_s: float) -> int | None:
+    """SIGKILL the first process whose command line has ``tag``, ``after_s`` after it appears."""
+    deadline = time.monotonic() + 120
+    while job.poll() is None and time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        found = [int(line.split()[0]) for line in ps.splitlines() if tag in line and "defunct" not in line]
+        if found:
+            time.sleep(after_s)
+            if job.poll() is not None:
+                return None
+            os.kill(found[0], signal.SIGKILL)
+            return found[0]
+        time.sleep(0.05)
+    return None
+
+
+def _clean_points(tmp_path: Path, corpus: Path) -> dict:
+    clean = make_settings(tmp_path / "clean", models={"clip": "fake", "text": "fake"})
+    lib = Library(clean)
+    try:
+        index_direct(lib, clean, [corpus], {"clip": FakeEmbedder("clip"), "text": FakeEmbedder("text")})
+        return lib.status()["points"]
+    finally:
+        lib.close()
+
+
+@pytest.mark.parametrize("victim", ["ray::Write", "ray::StoreOwner"])
+def test_a_write_task_or_the_store_owner_killed_mid_run_loses_nothing(tmp_path, victim):
+    """A write task killed mid-batch is retried by Ray (writes are idempotent); the store owner
+    killed mid-write is restarted by Ray, and whatever the run then says, a rerun leaves the index
+    equal to a clean run's, with nothing pending."""
+    corpus = _corpus(tmp_path / "corpus")
+    env = {**_env(tmp_path / "data"), "MSEARCH_INDEX__WRITE_BATCH_SIZE": "8", "MSEARCH_INDEX__HASH_BATCH_SIZE": "8"}
+    job = subprocess.Popen([MSEARCH, "index", str(corpus), "--json"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        killed = _kill_when_seen(job, victim, 0.3)
+        out, _ = job.communicate(timeout=600)
+        assert killed, f"{victim} was never seen running"
+        if victim == "ray::Write":  # the task is retried: this very run indexes everything
+            summary = json.loads(out)
+            assert summary["indexed"] == 120 and not summary["failed"], summary["failed"][:3]
+        summary = _json(["index", str(corpus)], env)
+        status = _json(["status"], env)
+        verify = _json(["verify"], env)
+    finally:
+        try:
+            os.killpg(job.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        assert not wait_no_ray_processes(60)
+    assert not summary["failed"] and summary["indexed"] + summary["unchanged"] == 120
+    assert status["files"] == {"indexed": 120} and verify["ok"], verify["problems"]
+    assert status["points"] == _clean_points(tmp_path, corpus)

@@ -113,11 +113,53 @@ def test_the_embedded_store_builds_its_index_when_optimized(tmp_path):
             store.upsert("clip", [PointData(point_id(f"{j:032x}", 0, "clip", "m"), {"content_hash": f"{j:032x}",
                                                                                    "kind": "image"}, data[j].tolist())
                                   for j in range(i, i + 1000)])
-        shard = store._shards["clip"]
-        assert shard.info().indexed_vectors_count == 0
+        assert store._shards["clip"].info().indexed_vectors_count == 0
         store.optimize()
-        assert shard.info().indexed_vectors_count >= len(data)
+        assert store._shards["clip"].info().indexed_vectors_count >= len(data)  # the rebuilt shard
         (hits,) = store.search([SpaceQuery("clip", data[1234].tolist(), limit=3)])
         assert hits[0].payload["content_hash"] == f"{1234:032x}"
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_the_index_is_built_in_another_process_while_searches_go_on(tmp_path):
+    """qdrant-edge holds Python's lock while it builds: the build runs on a copy in a process of
+    its own, and searches are answered meanwhile; the rebuilt shard holds every point."""
+    import threading
+    import time
+
+    store = EdgeStore(tmp_path / "vectors")
+    store.ensure_space("clip", 512)
+    vectors = np.random.default_rng(0).standard_normal((12_000, 512)).astype(np.float32)
+    for i in range(0, len(vectors), 1000):
+        store.upsert("clip", [PointData(point_id(f"h{j}", 0, "clip", "m"), {"content_hash": f"h{j}", "kind": "image"},
+                                        vectors[j].tolist()) for j in range(i, i + 1000)])
+    gaps, stop = [], threading.Event()
+
+    def search():
+        last = time.perf_counter()
+        while not stop.is_set():
+            store.search([SpaceQuery("clip", vectors[3].tolist(), limit=5)])
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+            time.sleep(0.02)
+
+    searching = threading.Thread(target=search)
+    searching.start()
+    start = time.perf_counter()
+    store.optimize()
+    built = time.perf_counter() - start
+    stop.set()
+    searching.join()
+    assert built > 1.0 and max(gaps) < min(1.0, built / 2), (built, max(gaps))
+    assert store.count("clip") == 12_000 and not list(tmp_path.glob("vectors/clip.*"))
+    hits = store.search([SpaceQuery("clip", vectors[3].tolist(), limit=1)])[0]
+    assert hits[0].payload["content_hash"] == "h3"
+    store.upsert("clip", [PointData(point_id("new", 0, "clip", "m"), {"content_hash": "new", "kind": "image"},
+                                    vectors[0].tolist())])  # the rebuilt shard takes writes
+    store.close()
+    reopened = EdgeStore(tmp_path / "vectors")
+    assert reopened.count("clip") == 12_001
+    reopened.close()

@@ -15,11 +15,14 @@ unit's fields (start_s, end_s, page, text, thumbnail).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -170,11 +173,24 @@ class EdgeStore(_Store):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, object] = {}
+        self._swap = threading.Lock()  # a shard is not swapped for its rebuilt copy mid-query
         self._meta = self.root / "spaces.json"
         dims = json.loads(self._meta.read_text()) if self._meta.exists() else {}
         for space, dim in dims.items():
+            self._recover(space)
             self._shards[space] = E.EdgeShard.load(str(self.root / space))
             self._dims[space] = int(dim)
+
+    def _recover(self, space: str) -> None:
+        """Finish or undo a swap that a crash interrupted (see :meth:`optimize`)."""
+        import shutil
+
+        path = self.root / space
+        old, build = path.with_name(f"{space}.old"), path.with_name(f"{space}.build")
+        if not path.exists() and old.exists():
+            old.rename(path)  # crashed between the two renames: the shard as it was
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
 
     def _create(self, space: str, dim: int, sparse: bool, multi: bool) -> None:
         E = self._E
@@ -242,20 +258,23 @@ class EdgeStore(_Store):
         if prefetch is not None:
             prefetches = [E.Prefetch(limit=prefetch[1], query=E.Query.Nearest(prefetch[0], using=DENSE), filter=flt)]
         params = E.SearchParams(hnsw_ef=self.hnsw_ef, acorn=E.AcornSearchParams(enable=self.acorn and flt is not None))
-        return self._shards[space].query(
-            E.QueryRequest(limit=limit, query=E.Query.Nearest(vector, using=using), prefetches=prefetches,
-                           filter=flt, params=params, with_payload=True)
-        )
+        request = E.QueryRequest(limit=limit, query=E.Query.Nearest(vector, using=using), prefetches=prefetches,
+                                 filter=flt, params=params, with_payload=True)
+        with self._swap:
+            return self._shards[space].query(request)
 
     def _count(self, space, flt) -> int:
-        return int(self._shards[space].count(self._E.CountRequest(filter=flt)))
+        with self._swap:
+            return int(self._shards[space].count(self._E.CountRequest(filter=flt)))
 
     def _scroll(self, space, offset):
         request = self._E.ScrollRequest(limit=256, offset=offset, with_payload=True, with_vector=False)
-        return self._shards[space].scroll(request)
+        with self._swap:
+            return self._shards[space].scroll(request)
 
     def vectors(self, space: str, ids: list[str], using: str = DENSE) -> dict[str, list]:
-        recs = self._shards[space].retrieve(list(ids), False, [using])
+        with self._swap:
+            recs = self._shards[space].retrieve(list(ids), False, [using])
         return {str(r.id): list(r.vector[using]) for r in recs}
 
     def flush(self) -> None:
@@ -267,13 +286,49 @@ class EdgeStore(_Store):
         """Merge small segments and build the HNSW index over what was written.
 
         The embedded engine runs no optimizer of its own: without this every query is a full
-        scan of unindexed segments. Blocks until done, holding Python's interpreter lock (no other
-        thread of this process runs meanwhile); the work follows the points written since the
-        last call, mostly (segments already indexed stay as they are unless merged).
+        scan of unindexed segments. qdrant-edge keeps Python's interpreter lock while it builds
+        (no other thread of the process runs meanwhile), so each shard is built as a copy in a
+        process of its own (:mod:`msearch.store.index_build`) and swapped in: searches go on
+        against the shard as it is, writes wait for the swap. The copy needs the shard's size
+        in free disk for the while. The work follows the points written since the last build,
+        mostly (segments already indexed stay as they are unless merged).
         """
-        with self._lock:
-            for shard in self._shards.values():
+        for space in list(self._shards):
+            self._build(space)
+
+    def _build(self, space: str) -> None:
+        import shutil
+        import subprocess
+        import sys
+
+        path = self.root / space
+        build, old = path.with_name(f"{space}.build"), path.with_name(f"{space}.old")
+        with self._lock:  # no write may land in the shard while its copy is built
+            shard = self._shards[space]
+            shard.flush()
+            shutil.rmtree(build, ignore_errors=True)
+            try:
+                shutil.copytree(path, build)
+                done = subprocess.run([sys.executable, "-m", "msearch.store.index_build", str(build)],
+                                      capture_output=True, text=True, timeout=24 * 3600)
+            except (OSError, subprocess.SubprocessError) as e:
+                done = subprocess.CompletedProcess([], 1, "", str(e))
+            if done.returncode != 0:
+                shutil.rmtree(build, ignore_errors=True)
+                log.warning("building the %s index in a process of its own failed (%s); building it here, "
+                            "searches wait meanwhile", space, (done.stderr or "").strip()[-500:])
                 shard.optimize()
+                return
+            if done.stdout.strip() != "optimized":
+                shutil.rmtree(build, ignore_errors=True)
+                return
+            path.rename(old)  # the open shard keeps its files; a crash here is undone on open
+            build.rename(path)
+            rebuilt = self._E.EdgeShard.load(str(path))
+            with self._swap:
+                self._shards[space] = rebuilt
+            shard.close()
+            shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
         with self._lock:
