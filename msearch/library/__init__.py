@@ -120,8 +120,8 @@ class Library:
             self.writer.finish(run_id)
             outcomes, stages = self.ledger.end(run_id)
         # The embedded engine builds no index by itself. Its cost follows what the run wrote, not
-        # the index's size (~35 s per 100k new 512-d points on 2 cores); qdrant-edge 0.9 keeps
-        # Python's interpreter lock while it builds, so the owner answers nothing meanwhile.
+        # the index's size (35-120 s per 100k new 512-d points on 2 cores); it is built in a
+        # process of its own and swapped in, so searches are answered meanwhile.
         clock = time.perf_counter()
         self.vectors.optimize()
         stages["optimize"] = stages.get("optimize", 0.0) + time.perf_counter() - clock
