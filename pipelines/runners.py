@@ -4,6 +4,7 @@ the same stage objects and the same sink)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Iterator
 
 import pyarrow as pa
@@ -36,7 +37,9 @@ def run_on_ray(stages: list[Stage], rows: list[dict], sink: IndexSink, cpu_limit
                                 fn_constructor_kwargs=stage.kwargs, **options)
         else:
             ds = ds.map_batches(stage.fn, fn_kwargs=stage.kwargs, **options)
-    ds.write_datasink(sink, ray_remote_args={"num_cpus": sink.num_cpus}, concurrency=sink.concurrency)
+    with warnings.catch_warnings():  # a small run has fewer blocks than write tasks allowed: fine
+        warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks")
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": sink.num_cpus}, concurrency=sink.concurrency)
     return sink.totals
 
 
