@@ -30,7 +30,9 @@ class IndexSink(Datasink):
     @property
     def direct(self) -> bool:
         """Whether write tasks store the vectors themselves (a Qdrant server, not embedded)."""
-        return bool(self.settings.qdrant_url)
+        from msearch.store.vectors import shared_server
+
+        return self._vectors is not None or shared_server(self.settings)
 
     def get_name(self) -> str:
         return "Write"

@@ -16,16 +16,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from ray import serve
 
+from msearch import ranking
 from msearch.auth import check_bearer, ensure_token, inside_roots
 from msearch.embed import build_embedder
 from msearch.errors import (
     BadInput, ConfigError, Forbidden, ModelUnavailable, MsearchError, NotFound, Unauthorized, UnsupportedQuery,
 )
-from msearch import ranking
 from msearch.library import file_id_for
 from msearch.search import SearchService
 from msearch.settings import Settings, load_settings
-from msearch.store.vectors import open_vector_store
+from msearch.store.vectors import open_vector_store, shared_server
 from serve import timing
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ class SearchAPI:
                         available[role] = _TimedEmbedder(build_embedder(role, self.settings))
                     except ModelUnavailable as e:
                         log.warning("%s Searches skip what it would find.", e)
-                vectors = open_vector_store(self.settings) if self.settings.qdrant_url else None
+                vectors = open_vector_store(self.settings) if shared_server(self.settings) else None
                 self._service = SearchService(available, _StoreForSearch(self.store, vectors), self.settings)
             return self._service
 

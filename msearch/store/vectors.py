@@ -438,6 +438,12 @@ class ClientStore(_Store):
         self._client.close()
 
 
+def shared_server(settings) -> bool:
+    """Whether the vectors live on a Qdrant server that every process can reach (write tasks and
+    search replicas then talk to it directly); ``:memory:`` is one process's own local mode."""
+    return bool(settings.qdrant_url) and settings.qdrant_url != ":memory:"
+
+
 def open_vector_store(settings) -> VectorStore:
     if settings.qdrant_url:
         return ClientStore(settings.qdrant_url, prefix=settings.collection, api_key=settings.qdrant_api_key)
