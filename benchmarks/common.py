@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,3 +40,25 @@ def wait_for_health(url: str, server, timeout: float = 300) -> float:
         if server.poll() is not None or time.monotonic() - start > timeout:
             raise SystemExit("msearch serve did not come up")
         time.sleep(0.5)
+
+
+def msearch_env(data_dir: Path, models: dict[str, str] | None = None, **settings: str) -> dict:
+    """The environment for an msearch command of a benchmark: none of the caller's MSEARCH_
+    settings but the index ones (MSEARCH_INDEX__*, for sweeps), this data dir, no dashboard,
+    these models (role -> spec) and other settings (MSEARCH_<NAME>)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_") or k.startswith("MSEARCH_INDEX__")}
+    env.update({f"MSEARCH_MODELS__{role.upper()}": spec for role, spec in (models or {}).items()})
+    env.update({f"MSEARCH_{name.upper()}": value for name, value in settings.items()})
+    env.update(MSEARCH_DATA_DIR=str(data_dir), MSEARCH_DASHBOARD="false")
+    return env
+
+
+def start_serve(env: dict, port: int, log_path: Path) -> tuple[str, subprocess.Popen]:
+    """`msearch serve` on 127.0.0.1:``port``, its output in ``log_path`` (read it when it does not
+    come up); returns its URL and process once /health answers."""
+    env = {**env, "MSEARCH_PORT": str(port)}
+    server = subprocess.Popen([Path(sys.executable).parent / "msearch", "serve"], env=env,
+                              stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_health(url, server)
+    return url, server

@@ -16,14 +16,13 @@ claim + write seconds) and the run's `stage_seconds`.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import report, run_info
+from common import msearch_env, report, run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,10 +67,7 @@ def decode_only(corpus: Path, data_dir: Path) -> tuple[float, int]:
 
 
 def index(corpus: Path, data_dir: Path, extra_env: dict | None = None) -> tuple[float, dict]:
-    # The index settings of the environment (MSEARCH_INDEX__*) pass through, for sweeps.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_") or k.startswith("MSEARCH_INDEX__")}
-    env.update({f"MSEARCH_MODELS__{k.upper()}": v for k, v in FAKE_MODELS.items()})
-    env.update(MSEARCH_DATA_DIR=str(data_dir), MSEARCH_DASHBOARD="false", **(extra_env or {}))
+    env = {**msearch_env(data_dir, FAKE_MODELS), **(extra_env or {})}
     start = time.perf_counter()
     run = subprocess.run([str(ROOT / ".venv/bin/msearch"), "index", str(corpus), "--json"], env=env,
                          capture_output=True, text=True, timeout=7200)

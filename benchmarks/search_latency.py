@@ -10,7 +10,6 @@ with zero errors.
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from common import report, run_info, wait_for_health
+from common import msearch_env, report, run_info, start_serve
 from foundation import QUERIES, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +67,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="msearch-latency-"))
     sample = tmp / "sample"
     subprocess.run([sys.executable, ROOT / "scripts" / "make_sample.py", sample], check=True, capture_output=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
-    env.update(MSEARCH_DATA_DIR=str(tmp / "data"), MSEARCH_PORT=str(args.port), MSEARCH_DASHBOARD="false")
-    url = f"http://127.0.0.1:{args.port}"
-    log = open(tmp / "serve.log", "wb")  # read it when the server does not come up
-    server = subprocess.Popen([BIN / "msearch", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = msearch_env(tmp / "data", port=str(args.port))
+    url, server = start_serve(env, args.port, tmp / "serve.log")
     try:
-        wait_for_health(url, server)
         subprocess.run([BIN / "msearch", "index", str(sample), "--json"], env=env, capture_output=True, check=True)
         http_round(url, 1, 5)  # warm-up
         out["http"] = {}

@@ -9,7 +9,6 @@ embedded engine building its index) is inside the "during" window.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import report, run_info, wait_for_health
+from common import msearch_env, report, run_info, start_serve
 from foundation import QUERIES, percentile
 from plumbing import FAKE_MODELS, make_corpus
 
@@ -67,15 +66,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="msearch-busy-"))
     make_corpus(tmp / "corpus", args.images, args.texts)
     make_corpus(tmp / "first", 50, 50, seed=1)  # something to find before the big run
-    # The index settings of the environment (MSEARCH_INDEX__*) pass through, for sweeps.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_") or k.startswith("MSEARCH_INDEX__")}
-    env.update({f"MSEARCH_MODELS__{k.upper()}": v for k, v in FAKE_MODELS.items()})
-    env.update(MSEARCH_DATA_DIR=str(tmp / "data"), MSEARCH_PORT=str(args.port), MSEARCH_DASHBOARD="false")
-    url = f"http://127.0.0.1:{args.port}"
-    log = open(tmp / "serve.log", "wb")  # read it when the server does not come up
-    server = subprocess.Popen([BIN / "msearch", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = msearch_env(tmp / "data", FAKE_MODELS, port=str(args.port))
+    url, server = start_serve(env, args.port, tmp / "serve.log")
     try:
-        wait_for_health(url, server)
         subprocess.run([BIN / "msearch", "index", str(tmp / "first"), "--json"], env=env, capture_output=True,
                        check=True)
         idle: list[float] = []
