@@ -112,10 +112,13 @@ class PageSettings(_Section):
 class IndexSettings(_Section):
     """Ray Data resources for the indexing pipeline."""
 
-    hash_batch_size: int = 64  # files per block (and task) of the pipeline, and per claim by the owner
+    hash_batch_size: int = 256  # files per block (and task) of the pipeline, and per claim by the owner
     decode_batch_size: int = 16  # files per decode call (a long one streams its units on in chunks)
     decode_block_units: int = 64  # units of small files gathered into one block downstream
     decode_num_cpus: float = 0.5
+    # Hash and decode tasks at once; 0: one per core when the Ray cluster is this machine alone (a
+    # local Ray counts more CPUs than cores, so that Serve's replicas fit), else as CPUs allow.
+    decode_tasks: int = Field(0, ge=0)
     embed_batch_size: int = 32
     embed_actors: int = 1  # size of the embedding actor pool
     embed_num_cpus: float = 1.0
@@ -124,7 +127,7 @@ class IndexSettings(_Section):
     whisper_actors: int = 1  # transcription actor pool, apart from the embedding actors
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0
-    write_batch_size: int = 128  # units per write to the store owner
+    write_batch_size: int = 512  # units per write to the store owner
     write_tasks: int = Field(2, ge=1)  # write tasks at once with the embedded store (a Qdrant server: no limit)
     # CPU niceness of the processes that index (0-19; 0: leave it), so that search answers first.
     niceness: int = Field(19, ge=0, le=19)

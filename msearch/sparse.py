@@ -13,6 +13,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 
 K1 = 1.2
 B = 0.75
@@ -46,6 +47,7 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+@lru_cache(maxsize=1 << 17)  # words repeat: most of a text's tokens were hashed before
 def term_id(token: str) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "little")
 

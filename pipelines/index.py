@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -42,6 +43,7 @@ def model_spec_off(settings: Settings, role: str) -> bool:
 def run_index(settings: Settings, roots: list[str], progress: bool = True, verbose: bool = False) -> dict:
     """Index ``roots`` through the connected Ray cluster; returns the run summary."""
     paths = check_roots(roots)
+    _start_ray_data()
     owner = OwnerClient(get_owner(settings))
     ok, missing = available_roles(settings, ROLES)
     for role, message in missing.items():
@@ -58,12 +60,32 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
 
     def execute(rows: list[dict], build, embedding: bool, speech: bool) -> dict:
         cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech)
-        return run_on_ray(build(cpus), rows, IndexSink(settings, num_cpus=cpus["write"]), limit)
+        return run_on_ray(build(cpus, _decode_tasks(settings)), rows, IndexSink(settings, num_cpus=cpus["write"]),
+                          limit)
 
     summary, _ = index_files(owner, settings, paths, model_ids(ok), missing, execute,
                              job_id=ray.get_runtime_context().get_job_id())
     summary["missing_models"] = {r: m for r, m in missing.items() if not model_spec_off(settings, r)}
     return summary
+
+
+def _start_ray_data() -> None:
+    """Start Ray Data's own actors (its stats, autoscaling coordinator and actor location
+    tracker) now, while the store owner starts, instead of when the pipeline does: each is a new
+    worker process that imports Ray Data (seconds on a small machine), and the pipeline's first
+    task waits for them. They are named and detached, so a Ray that already has them (a running
+    ``msearch serve``) keeps its own. Best effort: these are Ray Data's internals."""
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator)
+        from ray.data._internal.execution.node_trackers import get_or_create_actor_location_tracker
+        from ray.data._internal.stats import get_or_create_stats_actor
+
+        get_or_create_stats_actor()
+        get_or_create_autoscaling_coordinator()
+        get_or_create_actor_location_tracker()
+    except Exception:  # another Ray Data release: the pipeline starts them itself
+        log.debug("could not start Ray Data's actors early", exc_info=True)
 
 
 def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, str], missing: dict[str, str],
@@ -92,9 +114,10 @@ def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, 
     if todo:
         roles = [r for r in models if r in SPACE_KINDS]  # the models the embedding actors load
         speech = all(r in models for r in SPEECH_ROLES)
-        rows = [{f.name: e.get(f.name) for f in schema.FILES} for e in todo]
+        rows = [{n: e.get(n) for n in schema.FILES.names} for e in todo]
         clock = time.perf_counter()
-        written = execute(rows, lambda cpus: index_stages(settings, run_id, models, missing, roles, speech, cpus),
+        written = execute(rows, lambda cpus, tasks=None: index_stages(settings, run_id, models, missing, roles,
+                                                                     speech, cpus, tasks),
                           bool(roles), speech)["units"]
         seconds["pipeline"] = time.perf_counter() - clock
     report = owner.finish_run(run_id)
@@ -117,6 +140,20 @@ def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, 
         "stage_seconds": {**{k: round(v, 3) for k, v in seconds.items()}, **report.get("stage_seconds", {})},
     }
     return summary, report
+
+
+def _decode_tasks(settings: Settings) -> int | None:
+    """Hash and decode tasks at once (``MSEARCH_INDEX__DECODE_TASKS``; 0: one per core when the
+    cluster is this machine alone). A local Ray counts more CPUs than the machine has cores, so
+    that Serve's replicas fit beside a run; more decode tasks than cores only add processes,
+    each paying its imports, that take turns on the same cores."""
+    if settings.index.decode_tasks:
+        return settings.index.decode_tasks
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    if len(nodes) == 1 and nodes[0].get("NodeID") == here:
+        return max(1, len(os.sched_getaffinity(0)))
+    return None
 
 
 def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> tuple[dict[str, float], float | None]:

@@ -36,6 +36,8 @@ def run_on_ray(stages: list[Stage], rows: list[dict], sink: IndexSink, cpu_limit
             ds = ds.map_batches(stage.fn, compute=ray.data.ActorPoolStrategy(size=stage.actors),
                                 fn_constructor_kwargs=stage.kwargs, **options)
         else:
+            if stage.tasks:
+                options["compute"] = ray.data.TaskPoolStrategy(size=stage.tasks)
             ds = ds.map_batches(stage.fn, fn_kwargs=stage.kwargs, **options)
     with warnings.catch_warnings():  # a small run has fewer blocks than write tasks allowed: fine
         warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks")

@@ -39,22 +39,25 @@ class Stage:
     num_cpus: float
     num_gpus: float = 0.0
     actors: int | None = None
+    tasks: int | None = None  # tasks at once (a function's stage); None: as many as CPUs allow
     owner: bool = False  # takes the store owner as ``owner``
     options: dict = field(default_factory=dict)
 
 
 def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list[str], speech: bool,
-                 cpus: dict[str, float]) -> list[Stage]:
+                 cpus: dict[str, float], tasks: int | None = None) -> list[Stage]:
     """The stages of one run, in order: hash and claim, transcribe (speech models only), decode,
-    embed (when a model with a vector space is available). The write is the sink's."""
+    embed (when a model with a vector space is available). The write is the sink's. ``tasks``:
+    hash and decode tasks at once (None: as CPUs allow)."""
     idx = settings.index
     stages = [Stage("hash", hash_and_claim, {"settings": settings, "run_id": run_id, "models": models,
-                                             "missing": missing}, idx.hash_batch_size, cpus["hash"], owner=True)]
+                                             "missing": missing}, idx.hash_batch_size, cpus["hash"], tasks=tasks,
+                    owner=True)]
     if speech:
         stages.append(Stage("transcribe", Transcribe, {"settings": settings}, 1, cpus["whisper"],
                             idx.whisper_num_gpus, actors=idx.whisper_actors))
     stages.append(Stage("decode", decode, {"settings": settings, "models": models}, idx.decode_batch_size,
-                        cpus["decode"]))
+                        cpus["decode"], tasks=tasks))
     if roles:
         stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
                             cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors))

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 300
 COMMIT_EVERY_S = 1.0  # flush the vector store (and settle what it completes) at most this often
+COMMIT_SHARE = 0.05  # ... and no more often than keeps commits to this share of the owner's time
 
 
 def to_points(units: list[dict]) -> tuple[dict[str, list[PointData]], list[dict], dict[str, bytes]]:
@@ -63,6 +64,7 @@ class Writer:
         self.give_way = give_way  # called between steps: lets a search in the same process go first
         self._complete: dict[str, tuple[str, dict]] = {}  # content -> (run, outcome): written, not yet flushed
         self._committed_at = time.monotonic()
+        self._commit_s = 0.0  # what the last commit took
 
     def write(self, units: list[dict], stored: bool = False) -> int:
         """Store embedded units (and decode or embedding failures); settle the contents that are
@@ -125,7 +127,8 @@ class Writer:
         self.contents.drop([o["content_hash"] for o in outcomes if o["status"] == "failed"])
         self._settle(runs, outcomes)
         settled = len(outcomes)
-        if self._complete and time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
+        if self._complete and time.monotonic() - self._committed_at >= max(COMMIT_EVERY_S,
+                                                                            self._commit_s / COMMIT_SHARE):
             self.give_way()
             settled += self.commit()
         return settled
@@ -134,10 +137,12 @@ class Writer:
         """Make the points written so far durable (one flush of the vector store), then settle
         the contents they complete: a file is ``indexed`` only once its points are on disk.
         Returns how many contents were settled."""
+        start = time.monotonic()
         self.vectors.flush()
-        self._committed_at = time.monotonic()
         done, self._complete = self._complete, {}
         self._settle({h: run for h, (run, _) in done.items()}, [o for _, o in done.values()])
+        self._committed_at = time.monotonic()
+        self._commit_s = self._committed_at - start
         return len(done)
 
     def _settle(self, runs: dict[str, str], outcomes: list[dict]) -> None:

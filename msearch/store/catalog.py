@@ -172,7 +172,8 @@ class Catalog:
         if not outcomes:
             return []
         now = time.time()
-        rows = {o["content_hash"]: {**{c: o.get(c) for c in SETTLE_SCHEMA.names}, "now": now} for o in outcomes}
+        names = SETTLE_SCHEMA.names
+        rows = {o["content_hash"]: {**{c: o.get(c) for c in names}, "now": now} for o in outcomes}
         data = pa.Table.from_pylist(list(rows.values()), schema=SETTLE_SCHEMA.append(pa.field("now", pa.float64())))
         with self._lock:
             self._con.register("outcomes", data)

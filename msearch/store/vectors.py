@@ -34,6 +34,10 @@ MULTI_SPACES = frozenset({"colpali"})
 # and 0.64 under a kind filter; these settings 0.96 and 0.87, at a p50 of about 3 ms.
 HNSW_EF = 256
 ACORN = True
+# Vectors not yet in an HNSW graph below this many bytes are optimized in the owner's process:
+# under Qdrant's indexing threshold (10,000 KB of vectors) the optimizer builds no graph and
+# returns at once, so a copy and a process of its own would cost seconds for nothing.
+IN_PROCESS_BUILD_BYTES = 4_000_000
 
 
 @dataclass
@@ -306,6 +310,11 @@ class EdgeStore(_Store):
         with self._lock:  # no write may land in the shard while its copy is built
             shard = self._shards[space]
             shard.flush()
+            info = shard.info()
+            pending = max(0, info.points_count - info.indexed_vectors_count) * self._dims[space] * 4
+            if pending < IN_PROCESS_BUILD_BYTES:
+                shard.optimize()  # nothing to build, or little: no process and no copy for it
+                return
             shutil.rmtree(build, ignore_errors=True)
             try:
                 shutil.copytree(path, build)
