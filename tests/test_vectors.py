@@ -122,6 +122,25 @@ def test_the_embedded_store_builds_its_index_when_optimized(tmp_path):
         store.close()
 
 
+def test_a_shard_with_little_to_index_is_optimized_without_a_process_or_a_copy(tmp_path, monkeypatch):
+    """Under the indexing threshold the optimizer builds nothing: no build process is started."""
+    import subprocess
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a build process was started for a shard with nothing to build")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    store = EdgeStore(tmp_path / "small")
+    try:
+        store.ensure_space("clip", 64)
+        store.upsert("clip", [PointData(point_id(f"h{j}", 0, "clip", "m"), {"content_hash": f"h{j}", "kind": "image"},
+                                        np.full(64, j + 1.0, np.float32).tolist()) for j in range(200)])
+        store.optimize()
+        assert store.count("clip") == 200 and not list(tmp_path.glob("small/clip.*"))
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 def test_the_index_is_built_in_another_process_while_searches_go_on(tmp_path):
     """qdrant-edge holds Python's lock while it builds: the build runs on a copy in a process of
