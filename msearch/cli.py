@@ -62,15 +62,30 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_index)
 
-    s = sub.add_parser("search", help="search by text, or by an example image or sound")
+    s = sub.add_parser("search", help="search by text, by an example image or sound, or like an indexed file")
     s.add_argument("text", nargs="?", metavar="TEXT")
     s.add_argument("--image", type=Path, metavar="FILE", help="search by this image instead of text")
     s.add_argument("--audio", type=Path, metavar="FILE",
                    help="search by this sound instead of text (its first MSEARCH_AUDIO__WINDOW_S seconds)")
+    s.add_argument("--like", metavar="PATH|FILE_ID[@SECONDS|#PAGE]",
+                   help="results like an indexed file, or one moment (@SECONDS) or page (#PAGE) of it")
     s.add_argument("--kind", action="append", dest="kinds", metavar="K",
                    help="only results of this kind (text, image, video, audio, page); repeatable")
     s.add_argument("--top-k", type=int, default=None, metavar="N")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--offset", type=int, default=None, metavar="N", help="skip the first N results (paging)")
+    s.add_argument("--sort", choices=("relevance", "date"), default=None,
+                   help="relevance (default), or date: newest first among the matches")
+    s.add_argument("--min-relative-score", type=float, default=None, metavar="X",
+                   help="drop results scoring under X (0-1) times the best result's score")
+    s.add_argument("--path", action="append", dest="folders", metavar="DIR",
+                   help="only files inside this folder; repeatable")
+    s.add_argument("--after", metavar="DATE", help="only files modified at or after DATE (ISO 8601)")
+    s.add_argument("--before", metavar="DATE", help="only files modified before DATE (ISO 8601)")
+    s.add_argument("--min-size", type=int, metavar="BYTES")
+    s.add_argument("--max-size", type=int, metavar="BYTES")
+    s.add_argument("--min-duration", type=float, metavar="SECONDS")
+    s.add_argument("--max-duration", type=float, metavar="SECONDS")
+    s.add_argument("--json", action="store_true", help="print the results as a JSON list")
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("show", help="what msearch knows and extracted of one file")
@@ -170,8 +185,13 @@ def cmd_watch(settings: Settings, args) -> int:
 
 
 def cmd_verify(settings: Settings, args) -> int:
-    with _Session(settings, embed=False) as session:
-        info = _http("GET", f"{session.http}/api/v1/verify").json() if session.http else session.store.verify()
+    from msearch.client import open_index
+
+    index = open_index(settings)
+    try:
+        info = index.verify()
+    finally:
+        index.close()
     if args.json:
         print(json.dumps(info, indent=1, ensure_ascii=False))
     elif info["ok"]:
@@ -183,89 +203,24 @@ def cmd_verify(settings: Settings, args) -> int:
     return EXIT_OK if info["ok"] else EXIT_EMPTY
 
 
-# -- reaching the index ---------------------------------------------------------------------
-class _Session:
-    """The store and query embedders for one CLI command, wherever they live."""
-
-    def __init__(self, settings: Settings, embed: bool):
-        from msearch.owner import running_owner
-
-        self.settings = settings
-        self.http = None
-        self._cleanup = []
-        info = running_owner(settings)
-        if info and info.get("http") and _healthy(info["http"]):
-            self.http = info["http"]
-            return
-        if info is not None:
-            from pipelines.cluster import connect, disconnect
-            from pipelines.owner import OwnerClient, get_owner
-
-            connect(settings)
-            self._cleanup.append(disconnect)
-            self.store = OwnerClient(get_owner(settings, create=False))
-        else:
-            from msearch.library import Library
-            from msearch.owner import OwnerLock
-
-            lock = OwnerLock(settings).acquire()
-            self._cleanup.append(lock.release)
-            self.store = Library(settings)
-            self._cleanup.append(self.store.close)
-        self.embedders = {}
-        if embed:
-            self.embedders = _local_embedders(settings, self.store.spaces())
-            self._cleanup.extend(e.close for e in self.embedders.values())
-
-    def close(self) -> None:
-        for fn in reversed(self._cleanup):
-            fn()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _local_embedders(settings: Settings, spaces: dict) -> dict:
-    from msearch.embed import available_roles, build_embedder
-
-    ok, missing = available_roles(settings, tuple(spaces))
-    for message in missing.values():
-        log.warning("%s", message)
-    return {role: build_embedder(role, settings) for role in ok}
-
-
-def _http(method: str, url: str, **kwargs):
-    import httpx
-
-    response = httpx.request(method, url, timeout=120, **kwargs)
-    if response.status_code == 404:
-        raise NotFound(response.json().get("detail", "not found"))
-    if response.status_code >= 400:
-        raise MsearchError(f"HTTP {response.status_code}: {response.json().get('detail', response.text)}")
-    return response
-
-
 # -- search -------------------------------------------------------------------------------
 def cmd_search(settings: Settings, args) -> int:
-    from msearch.search import SearchService, check_kinds
+    from msearch.client import open_index
+    from msearch.query import options as search_options
+    from msearch.search import check_kinds
 
-    if sum(map(bool, (args.text, args.image, args.audio))) != 1:
-        print("msearch: give one of TEXT, --image FILE or --audio FILE", file=sys.stderr)
+    if sum(map(bool, (args.text, args.image, args.audio, args.like))) != 1:
+        print("msearch: give one of TEXT, --image FILE, --audio FILE or --like FILE", file=sys.stderr)
         return EXIT_ERROR
     check_kinds(args.kinds)
-    data, example = None, "image" if args.image else "audio"
+    filters = {k: v for k, v in (
+        ("path_prefix", [str(Path(f).expanduser().resolve()) for f in args.folders] if args.folders else None),
+        ("modified_after", args.after), ("modified_before", args.before),
+        ("min_size", args.min_size), ("max_size", args.max_size),
+        ("min_duration_s", args.min_duration), ("max_duration_s", args.max_duration)) if v is not None}
+    options = search_options(kinds=args.kinds, top_k=args.top_k, offset=args.offset, sort=args.sort,
+                             min_relative_score=args.min_relative_score, filters=filters or None)
+    data = None
     if args.image or args.audio:
         query_file = args.image or args.audio
         try:
@@ -273,27 +228,44 @@ def cmd_search(settings: Settings, args) -> int:
         except OSError as e:
             print(f"msearch: cannot read {query_file}: {e.strerror}", file=sys.stderr)
             return EXIT_ERROR
-    with _Session(settings, embed=True) as session:
-        if session.http:
-            if data is not None:
-                form = {"kinds": args.kinds or [], "top_k": args.top_k} if args.top_k else {"kinds": args.kinds or []}
-                r = _http("POST", f"{session.http}/api/v1/search/{example}", files={"file": ("query", data)}, data=form)
-            else:
-                r = _http("POST", f"{session.http}/api/v1/search",
-                          json={"query": args.text, "kinds": args.kinds, "top_k": args.top_k})
-            results = r.json()["results"]
+    index = open_index(settings)
+    try:
+        if args.like:
+            key, start_s, page = parse_like(args.like)
+            found = index.similar(index.file_id(key) if key.startswith("/") else key, start_s, page, options)
         else:
-            service = SearchService(session.embedders, session.store, settings)
-            if data is not None:
-                search = service.search_image if example == "image" else service.search_audio
-                results = search(data, args.kinds, args.top_k)
-            else:
-                results = service.search_text(args.text, args.kinds, args.top_k)
+            found = index.search(args.text, options, image=data if args.image else None,
+                                 audio=data if args.audio else None)
+    finally:
+        index.close()
+    results = found["results"]
     if args.json:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
-        print(format_results(results))
+        print(format_results(results, offset=options.offset, total=found["total"], exact=found["total_exact"]))
     return EXIT_OK if results else EXIT_EMPTY
+
+
+def parse_like(value: str) -> tuple[str, float | None, int | None]:
+    """``PATH|FILE_ID[@SECONDS|#PAGE]`` as (a path made absolute, or the file id; seconds; page)."""
+    from msearch.errors import BadInput
+
+    key, start_s, page = value, None, None
+    if "@" in value:
+        key, _, when = value.rpartition("@")
+        try:
+            start_s = float(when)
+        except ValueError:
+            raise BadInput(f"--like {value}: {when!r} is not a number of seconds") from None
+    elif "#" in value:
+        key, _, number = value.rpartition("#")
+        if not number.isdigit() or int(number) < 1:
+            raise BadInput(f"--like {value}: {number!r} is not a page number")
+        page = int(number)
+    path = Path(key).expanduser()
+    if path.exists() or "/" in key:
+        key = str(path.resolve())
+    return key, start_s, page
 
 
 def format_time(seconds: float | None) -> str:
@@ -303,37 +275,46 @@ def format_time(seconds: float | None) -> str:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def format_results(results: list[dict]) -> str:
+def _where(m: dict) -> str:
+    if m.get("start_s") is not None:
+        return f"{format_time(m['start_s'])}-{format_time(m['end_s'])}"
+    if m.get("page") is not None:
+        return f"page {m['page']}"
+    return ""
+
+
+def format_results(results: list[dict], offset: int = 0, total: int | None = None, exact: bool = True) -> str:
     if not results:
         return "no results"
     lines = []
-    for i, r in enumerate(results, 1):
-        where = ""
-        if r.get("start_s") is not None:
-            where = f" [{format_time(r['start_s'])}-{format_time(r['end_s'])}]"
-        elif r.get("page") is not None:
-            where = f" [page {r['page']}]"
-        lines.append(f"{i:>3}. {r['score']:.4f}  {r['kind']:<5}  {r['path']}{where}")
+    for i, r in enumerate(results, offset + 1):
+        where = _where(r)
+        lines.append(f"{i:>3}. {r['score']:.4f}  {r['kind']:<5}  {r['path']}{f' [{where}]' if where else ''}")
         if r.get("text"):
             snippet = " ".join(r["text"].split())
             lines.append(f"       {snippet[:160]}{'…' if len(snippet) > 160 else ''}")
+        others = [m for m in r.get("moments", [])[1:] if _where(m)]
+        if others:
+            shown = ", ".join(_where(m) for m in others[:6])
+            lines.append(f"       also {shown}{f' (+{len(others) - 6} more)' if len(others) > 6 else ''}")
+    if total is not None:
+        lines.append(f"results {offset + 1}-{offset + len(results)} of {total}{'' if exact else '+'}")
     return "\n".join(lines)
 
 
 # -- show / status ----------------------------------------------------------------------------
 def cmd_show(settings: Settings, args) -> int:
-    from msearch.library import file_id_for
+    from msearch.client import open_index
 
     key = args.key
     path = Path(key).expanduser()
     if path.exists():
         key = str(path.resolve())
-    with _Session(settings, embed=False) as session:
-        if session.http:
-            file_id = key if not path.exists() else file_id_for(key)
-            info = _http("GET", f"{session.http}/api/v1/files/{file_id}").json()
-        else:
-            info = session.store.show(key)
+    index = open_index(settings)
+    try:
+        info = index.show(key)
+    finally:
+        index.close()
     if args.json:
         print(json.dumps(info, indent=1, ensure_ascii=False))
         return EXIT_OK
@@ -358,8 +339,13 @@ def cmd_show(settings: Settings, args) -> int:
 
 
 def cmd_status(settings: Settings, args) -> int:
-    with _Session(settings, embed=False) as session:
-        info = _http("GET", f"{session.http}/api/v1/status").json() if session.http else session.store.status()
+    from msearch.client import open_index
+
+    index = open_index(settings)
+    try:
+        info = index.status()
+    finally:
+        index.close()
     if args.json:
         print(json.dumps(info, indent=1, ensure_ascii=False))
         return EXIT_OK

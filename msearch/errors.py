@@ -53,3 +53,7 @@ class Unauthorized(MsearchError):
 
 class Forbidden(MsearchError):
     """A path outside the folders msearch is configured to serve."""
+
+
+class Conflict(MsearchError):
+    """What is asked for no longer matches the index (a file changed since it was indexed)."""

@@ -27,36 +27,48 @@ def rank(lists: list[list[Hit]]) -> list[Hit]:
     return join_moments(merge_moments(fuse(lists)))
 
 
-def search(vectors, queries, top_k: int, files_of: Callable[[list[str]], Mapping[str, list[dict]]]) -> list[dict]:
-    """Query the vector store, rank, and return file results; ``files_of(hashes)`` gives the
-    indexed files of each content (the catalog's answer, in one call)."""
-    hits = rank(vectors.search(queries))
-    return file_results(hits, files_of(list(dict.fromkeys(h.payload["content_hash"] for h in hits))), top_k)
+MAX_MOMENTS = 50  # moments listed per file result
 
 
-def file_results(hits: list[Hit], files: Mapping[str, list[dict]], top_k: int) -> list[dict]:
-    """Ranked hits as results of the indexed ``files`` holding each content (content hash ->
-    file rows): the best unit per file; for videos and audio each moment, for documents each page."""
-    results, seen = [], set()
+def search(vectors, queries, files_of: Callable[[list[str]], Mapping[str, list[dict]]],
+           admits: Callable[[dict], bool] | None = None) -> dict:
+    """Query the vector store, rank, and return the file results of every candidate found
+    (``results``, best first) and whether the store had no more to give (``exhausted``: every
+    ranked list came back shorter than its limit). ``files_of(hashes)`` gives the indexed files
+    of each content (the catalog's answer, in one call); ``admits(file)`` drops the files a
+    filter excludes (a content matches the store's filter when any file holding it does)."""
+    lists = vectors.search(queries)
+    hits = rank(lists)
+    files = files_of(list(dict.fromkeys(h.payload["content_hash"] for h in hits)))
+    exhausted = all(len(hits_) < q.limit for q, hits_ in zip(queries, lists))
+    return {"results": file_results(hits, files, admits), "exhausted": exhausted}
+
+
+def file_results(hits: list[Hit], files: Mapping[str, list[dict]], admits=None) -> list[dict]:
+    """Ranked moments as results of the indexed ``files`` holding each content (content hash ->
+    file rows): one result per file, at its best moment, listing every matching moment of it
+    (a scene, a sound, a spoken line, a page, a text chunk) best first."""
+    from msearch.query import iso
+
+    results: dict[str, dict] = {}
     for hit in hits:
         p = hit.payload
+        moment = {"start_s": p.get("start_s"), "end_s": p.get("end_s"), "page": p.get("page"),
+                  "score": round(hit.score, 6), "text": p.get("text"), "thumbnail": thumbnail_url(p.get("thumbnail"))}
         for f in files.get(p["content_hash"], []):
-            key = f["file_id"]
-            if p["kind"] in TIMED_KINDS:
-                key = (key, p.get("start_s"))
-            elif p["kind"] == "page":  # each matching page of a document
-                key = (key, p.get("page"))
-            if key in seen:
+            if admits is not None and not admits(f):
                 continue
-            seen.add(key)
-            results.append({
-                "path": f["path"], "file_id": f["file_id"], "kind": f["kind"], "score": round(hit.score, 6),
-                "start_s": p.get("start_s"), "end_s": p.get("end_s"), "page": p.get("page"),
-                "text": p.get("text"), "thumbnail": thumbnail_url(p.get("thumbnail")),
-            })
-        if len(results) >= top_k:
-            break
-    return results[:top_k]
+            result = results.get(f["file_id"])
+            if result is None:
+                results[f["file_id"]] = {
+                    "path": f["path"], "file_id": f["file_id"], "kind": f["kind"], "score": moment["score"],
+                    "start_s": moment["start_s"], "end_s": moment["end_s"], "page": moment["page"],
+                    "text": moment["text"], "thumbnail": moment["thumbnail"], "modified": iso(f.get("mtime")),
+                    "size": f.get("size"), "duration_s": f.get("duration_s"), "moments": [moment],
+                }
+            elif len(result["moments"]) < MAX_MOMENTS:
+                result["moments"].append(moment)
+    return list(results.values())
 
 
 def fuse(lists: list[list[Hit]], k: int = RRF_K) -> list[Hit]:

@@ -169,6 +169,10 @@ class ServeSettings(_Section):
         return tuple(value)
     default_top_k: int = 10
     max_top_k: int = 200
+    max_results: int = 1000  # how deep offset + top_k may page into one search's results
+    date_sort_window: int = 200  # sort=date orders the newest first among this many best matches
+    max_clip_s: float = 120.0  # longest cut the clip route makes
+    clip_cache: int = 200  # cuts kept in data_dir/cache/clips (the least recently used go first)
     max_upload_bytes: int = 50_000_000
 
 

@@ -5,81 +5,23 @@
 """
 
 import logging
-import os
 import threading
 import time
-from typing import Annotated, Literal
 
 import ray
-from fastapi import FastAPI, File, Form, Header, HTTPException, UploadFile
-from fastapi.responses import Response
-from pydantic import BaseModel, Field
 from ray import serve
 
 from msearch import ranking
-from msearch.auth import check_bearer, ensure_token, inside_roots
+from msearch.auth import ensure_token
 from msearch.embed import build_embedder
-from msearch.errors import (
-    BadInput, ConfigError, Forbidden, ModelUnavailable, MsearchError, NotFound, Unauthorized, UnsupportedQuery,
-)
-from msearch.library import file_id_for
+from msearch.errors import ModelUnavailable, UnsupportedQuery
 from msearch.search import SearchService
 from msearch.settings import Settings, load_settings
 from msearch.store.vectors import open_vector_store, shared_server
 from serve import timing
+from serve.api import Backend, create_app
 
 log = logging.getLogger(__name__)
-
-api = FastAPI(
-    title="msearch",
-    description="Search your media folders by text or by example image.",
-    version="1",
-)
-
-
-class SearchRequest(BaseModel):
-    query: str = Field(..., description="What to look for, in any language the models read.")
-    kinds: list[str] | None = Field(None, description="Only these kinds: text, image, video, audio, page.")
-    top_k: int | None = Field(None, description="How many results (default 10).")
-
-
-class SearchResult(BaseModel):
-    path: str
-    file_id: str
-    kind: str
-    score: float
-    start_s: float | None = None
-    end_s: float | None = None
-    page: int | None = None
-    text: str | None = None
-    thumbnail: str | None = None
-
-
-class ProcessRequest(BaseModel):
-    path: str = Field(..., min_length=1, max_length=4096, description="A file or folder inside MSEARCH_ROOTS.")
-
-
-class BatchProcessRequest(BaseModel):
-    paths: list[str] = Field(..., min_length=1, max_length=10_000)
-
-
-class ResetRequest(BaseModel):
-    reset_type: Literal["all", "database", "index"]
-
-
-class SearchResponse(BaseModel):
-    query: str | None
-    took_ms: float
-    results: list[SearchResult]
-
-
-def http_error(e: MsearchError) -> HTTPException:
-    code = {BadInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, UnsupportedQuery: 422,
-            ModelUnavailable: 503, ConfigError: 409}
-    for cls, status in code.items():
-        if isinstance(e, cls):
-            return HTTPException(status, str(e))
-    return HTTPException(500, str(e))
 
 
 class QueryEmbedder:
@@ -186,16 +128,35 @@ class _StoreForSearch:
                 cached = self._spaces = (time.monotonic(), spaces)
         return cached[1]
 
-    def search(self, queries, top_k):
+    def search(self, queries, filters=None):
         with timing.current.part("store"):
             if self.vectors is not None:
-                return ranking.search(self.vectors, queries, top_k, self.store.files_of)
-            return self.store.search(queries, top_k)
+                return ranking.search(self.vectors, queries, self.store.files_of,
+                                      filters.admits if filters else None)
+            return self.store.search(queries, filters)
+
+    def example(self, file_id: str, start_s: float | None = None, page: int | None = None) -> dict:
+        with timing.current.part("store"):
+            return self.store.example(file_id, start_s, page)
 
 
-@serve.ingress(api)
+class _Queue:
+    """The data dir's control-API queue actor, shared by every ingress replica, called blocking."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def submit(self, paths: list[str]) -> None:
+        ray.get(self.actor.submit.remote(paths))
+
+    def state(self) -> dict[str, str]:
+        return ray.get(self.actor.state.remote())
+
+
+@serve.ingress()
 class SearchAPI:
-    """The HTTP ingress: parses requests, runs :class:`SearchService`, maps errors to codes."""
+    """The HTTP ingress: the app of :func:`serve.api.create_app` over the store owner, the query
+    embedder replicas (and the small models loaded right here) and the control queue."""
 
     def __init__(self, settings: Settings, embedders: dict):
         from pipelines.cluster import bind_replica_grpc_to_node_ip
@@ -206,39 +167,22 @@ class SearchAPI:
         self.store = OwnerClient(get_owner(settings))
         self._embedders = embedders
         self._service: SearchService | None = None
+        self._queue: _Queue | None = None
         self._lock = threading.Lock()
-        self.token = ensure_token(settings)
-        self._queue = None
+        self.backend = Backend(settings=settings, service=self.service, store=self.store, queue=self.queue,
+                               token=ensure_token(settings))
 
-    def _guard(self, authorization: str | None) -> None:
-        try:
-            check_bearer(authorization, self.token)
-        except MsearchError as e:
-            raise http_error(e) from e
+    def __serve_build_asgi_app__(self):
+        return create_app(self.backend)
 
-    @property
-    def queue(self):
-        """The data dir's control-API queue, shared by every ingress replica."""
+    def queue(self) -> _Queue:
         from pipelines.process import get_queue
 
         with self._lock:
             if self._queue is None:
-                self._queue = get_queue(self.settings)
+                self._queue = _Queue(get_queue(self.settings))
             return self._queue
 
-    def _accept(self, paths: list[str]) -> list[str]:
-        out = []
-        for path in paths:
-            try:
-                resolved = inside_roots(path, self.settings.roots)
-            except MsearchError as e:
-                raise http_error(e) from e
-            if not os.path.lexists(resolved):
-                raise HTTPException(404, f"{path}: no such file or folder")
-            out.append(resolved)
-        return out
-
-    @property
     def service(self) -> SearchService:
         """Built on first use, from a request thread: the constructor runs in Serve's event
         loop, where waiting on the embedders' answers is not allowed."""
@@ -254,130 +198,6 @@ class SearchAPI:
                 vectors = open_vector_store(self.settings) if shared_server(self.settings) else None
                 self._service = SearchService(available, _StoreForSearch(self.store, vectors), self.settings)
             return self._service
-
-    @api.get("/health")
-    def health(self) -> dict:
-        info = self.store.ping()
-        return {"status": "ok", "data_dir": info["data_dir"], "spaces": info["spaces"],
-                "query_models": sorted(self.service.embedders)}
-
-    @api.post("/api/v1/search", response_model=SearchResponse)
-    def search(self, request: SearchRequest, response: Response) -> dict:
-        start = time.perf_counter()
-        timing.current.reset()
-        try:
-            results = self.service.search_text(request.query, request.kinds, request.top_k)
-        except MsearchError as e:
-            raise http_error(e) from e
-        took = time.perf_counter() - start
-        response.headers["Server-Timing"] = timing.current.header(took)
-        return {"query": request.query, "took_ms": round(took * 1000, 2), "results": results}
-
-    @api.post("/api/v1/search/image", response_model=SearchResponse)
-    def search_image(
-        self,
-        response: Response,
-        file: Annotated[UploadFile, File(description="An example image.")],
-        kinds: Annotated[list[str] | None, Form()] = None,
-        top_k: Annotated[int | None, Form()] = None,
-    ) -> dict:
-        return self._by_example(self.service.search_image, file, kinds, top_k, response)
-
-    @api.post("/api/v1/search/audio", response_model=SearchResponse)
-    def search_audio(
-        self,
-        response: Response,
-        file: Annotated[UploadFile, File(description="An example sound (any format FFmpeg reads); "
-                                                     "its first MSEARCH_AUDIO__WINDOW_S seconds are used.")],
-        kinds: Annotated[list[str] | None, Form()] = None,
-        top_k: Annotated[int | None, Form()] = None,
-    ) -> dict:
-        return self._by_example(self.service.search_audio, file, kinds, top_k, response)
-
-    def _by_example(self, search, file: UploadFile, kinds, top_k, response: Response) -> dict:
-        start = time.perf_counter()
-        timing.current.reset()
-        data = file.file.read(self.settings.serve.max_upload_bytes + 1)
-        if len(data) > self.settings.serve.max_upload_bytes:
-            raise HTTPException(413, f"upload over {self.settings.serve.max_upload_bytes} bytes")
-        try:
-            results = search(data, kinds, top_k)
-        except MsearchError as e:
-            raise http_error(e) from e
-        took = time.perf_counter() - start
-        response.headers["Server-Timing"] = timing.current.header(took)
-        return {"query": None, "took_ms": round(took * 1000, 2), "results": results}
-
-    @api.get("/api/v1/thumbnails/{thumb_id}", response_class=Response,
-             responses={200: {"content": {"image/jpeg": {}}}})
-    def thumbnail(self, thumb_id: str) -> Response:
-        try:
-            data = self.store.thumbnail(thumb_id)
-        except MsearchError as e:
-            raise http_error(e) from e
-        return Response(content=data, media_type="image/jpeg",
-                        headers={"Cache-Control": "public, max-age=86400, immutable"})
-
-    @api.get("/api/v1/files/{file_id}")
-    def file(self, file_id: str) -> dict:
-        """A file's catalog row and the units it was cut into (as ``msearch show``)."""
-        try:
-            return self.store.show(file_id)
-        except MsearchError as e:
-            raise http_error(e) from e
-
-    @api.post("/api/v1/files/process", status_code=202)
-    def process(self, request: ProcessRequest, authorization: Annotated[str | None, Header()] = None) -> dict:
-        """Index (or re-index) one file or folder inside MSEARCH_ROOTS. Needs the API token."""
-        self._guard(authorization)
-        (path,) = self._accept([request.path])
-        ray.get(self.queue.submit.remote([path]))
-        return {"file_id": file_id_for(path), "path": path, "status": "queued"}
-
-    @api.post("/api/v1/files/batch-process", status_code=202)
-    def batch_process(self, request: BatchProcessRequest,
-                      authorization: Annotated[str | None, Header()] = None) -> dict:
-        """Index several files or folders inside MSEARCH_ROOTS as one run. Needs the API token."""
-        self._guard(authorization)
-        paths = self._accept(request.paths)
-        ray.get(self.queue.submit.remote(paths))
-        return {"files": [{"file_id": file_id_for(p), "path": p, "status": "queued"} for p in paths]}
-
-    @api.get("/api/v1/files/process-status/{file_id}")
-    def process_status(self, file_id: str) -> dict:
-        """``queued`` or ``processing`` while the control API works on it, then the file's status
-        (``indexed``, ``failed``, ``skipped``, ``pending``) with its error."""
-        waiting = {file_id_for(p): (p, s) for p, s in ray.get(self.queue.state.remote()).items()}
-        if file_id in waiting:
-            path, state = waiting[file_id]
-            return {"file_id": file_id, "path": path, "status": state, "progress": 0.0, "error": None}
-        try:
-            row = self.store.show(file_id)
-        except MsearchError as e:
-            raise http_error(e) from e
-        done = row["status"] in ("indexed", "failed", "skipped")
-        return {"file_id": file_id, "path": row["path"], "status": row["status"],
-                "progress": 1.0 if done else 0.0, "error": row["error"]}
-
-    @api.post("/api/v1/system/reset")
-    def reset(self, request: ResetRequest, authorization: Annotated[str | None, Header()] = None) -> dict:
-        """``index``: drop all vectors (files are indexed again by the next run); ``database``: also
-        forget all files; ``all``: a data dir as new. Needs the API token."""
-        self._guard(authorization)
-        try:
-            return self.store.reset(request.reset_type)
-        except MsearchError as e:
-            raise http_error(e) from e
-
-    @api.get("/api/v1/verify")
-    def verify(self) -> dict:
-        """Do the catalog and the vectors agree (as ``msearch verify``)?"""
-        return self.store.verify()
-
-    @api.get("/api/v1/status")
-    def status(self) -> dict:
-        """Files per kind and status, vector points per space, failures (as ``msearch status``)."""
-        return self.store.status()
 
 
 def build_app(settings: Settings):

@@ -54,7 +54,8 @@ def test_search_json_fields_and_kind_filter(cli):
     results = json.loads(run("search", "quarterly budget", "--kind", "text", "--top-k", "2", "--json").stdout)
     assert results[0]["path"] == str(corpus / "docs" / "budget.md")
     assert all(r["kind"] == "text" for r in results) and len(results) <= 2
-    assert set(results[0]) == {"path", "file_id", "kind", "score", "start_s", "end_s", "page", "text", "thumbnail"}
+    assert set(results[0]) == {"path", "file_id", "kind", "score", "start_s", "end_s", "page", "text", "thumbnail",
+                               "modified", "size", "duration_s", "moments"}
 
 
 def test_search_by_image(cli):
@@ -106,15 +107,49 @@ def test_a_second_owner_is_refused_at_once(cli):
     assert run("status").returncode == 0
 
 
-def test_serve_runs_until_signalled_and_the_cli_uses_it(cli):
+def _answers(index, corpus) -> dict:
+    """What an index says to the same questions (scores rounded: float32 vectors travel)."""
+    from msearch.query import options
+
+    def brief(page):
+        return [(r["path"], round(r["score"], 4), r["start_s"], r["page"], r["modified"], r["size"],
+                 [(m["start_s"], m["page"]) for m in r["moments"]]) for r in page["results"]], page["total"]
+
+    image = str(corpus / "photos" / "img1.jpg")
+    status = index.status()
+    return {
+        "text": brief(index.search("quarterly budget", options(kinds=["text"], top_k=3))),
+        "filtered": brief(index.search("budget", options(filters={"path_prefix": str(corpus / "docs")}))),
+        "paged": brief(index.search("picture", options(kinds=["image"], top_k=2, offset=2))),
+        "image": brief(index.search(None, options(top_k=3), image=(corpus / "photos" / "img2.jpg").read_bytes())),
+        "similar": brief(index.similar(index.file_id(image), None, None, options(top_k=3))),
+        "show": index.show(image)["units"],
+        "status": {k: status[k] for k in ("files", "kinds", "points", "failed")},
+    }
+
+
+def test_serve_runs_until_signalled_and_the_cli_uses_it(cli, tiny_clip):
+    """And the three ways to reach an index — in this process, a running server's HTTP API, its
+    store owner through Ray — give the same answers."""
     import signal
 
     from conftest import free_port, wait_for_health
+    from msearch.client import HttpIndex, local_index
+    from pipelines.client import ray_index
 
     run, corpus, _, data_dir = cli
+    settings = make_settings(data_dir, models={"clip": tiny_clip})
+    index = local_index(settings)
+    try:
+        local = _answers(index, corpus)
+    finally:
+        index.close()
+    assert local["text"][0][0][0] == str(corpus / "docs" / "budget.md")
+    assert local["similar"][0] and str(corpus / "photos" / "img1.jpg") not in [r[0] for r in local["similar"][0]]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
-    env.update(MSEARCH_DATA_DIR=str(data_dir), MSEARCH_DASHBOARD="false", MSEARCH_PORT=str(port))
+    env.update(MSEARCH_DATA_DIR=str(data_dir), MSEARCH_DASHBOARD="false", MSEARCH_PORT=str(port),
+               MSEARCH_MODELS__CLIP=tiny_clip)
     server = subprocess.Popen([*MSEARCH, "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
@@ -123,6 +158,16 @@ def test_serve_runs_until_signalled_and_the_cli_uses_it(cli):
         assert runtime["http"] == f"http://127.0.0.1:{port}"
         found = json.loads(run("search", "quarterly budget", "--kind", "text", "--json").stdout)
         assert found[0]["path"] == str(corpus / "docs" / "budget.md")
+        http = HttpIndex(runtime["http"])
+        try:
+            assert _answers(http, corpus) == local
+        finally:
+            http.close()
+        through_ray = ray_index(settings)
+        try:
+            assert _answers(through_ray, corpus) == local
+        finally:
+            through_ray.close()
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=120)[0]

@@ -19,9 +19,9 @@ import threading
 import time
 from collections import defaultdict
 
-from msearch.errors import ConfigError
+from msearch.errors import ConfigError, NotFound
 from msearch.library.claims import Claims, file_id_for
-from msearch.library.contents import Contents
+from msearch.library.contents import Contents, duration_of
 from msearch.library.reports import Reports
 from msearch.library.runs import RunLedger
 from msearch.library.thumbs import Thumbnails, thumb_id_for
@@ -34,6 +34,7 @@ from msearch.store.vectors import SpaceQuery, VectorStore, open_vector_store
 
 __all__ = ["Library", "file_id_for", "thumb_id_for", "merge_moments"]
 log = logging.getLogger(__name__)
+FILE_FIELDS_META = "points:file_fields"  # set once the points carry file fields
 
 
 class Library:
@@ -53,6 +54,19 @@ class Library:
         self._searches = 0  # searches running in this process; bookkeeping gives way to them
         self._quiet = threading.Condition()
         self._space_models: dict[str, str] = {}  # space -> the model its vectors were made with
+        if self.catalog.get_meta(FILE_FIELDS_META) is None:
+            self._stamp_all()
+
+    def _stamp_all(self) -> None:
+        """Give the points of an index from before file fields existed (folders, times, size,
+        duration: what search filters read) their fields, once."""
+        hashes = [r["content_hash"] for r in self.catalog.indexed_contents()]
+        if hashes:
+            log.info("adding file fields to the points of %d contents (once, for search filters)", len(hashes))
+        for i in range(0, len(hashes), 1000):
+            self.contents.restamp(hashes[i:i + 1000])
+        self.vectors.flush()
+        self.catalog.set_meta(FILE_FIELDS_META, "1")
 
     @property
     def job_alive(self):
@@ -149,12 +163,14 @@ class Library:
     def models(self) -> dict[str, str]:
         return self.reports.models()
 
-    def search(self, queries: list[SpaceQuery], top_k: int) -> list[dict]:
-        """Run each ranked list, fuse by reciprocal rank, and return file results."""
+    def search(self, queries: list[SpaceQuery], filters=None) -> dict:
+        """Run each ranked list, fuse by reciprocal rank, and return the file results (see
+        :func:`msearch.ranking.search`); ``filters`` (:class:`~msearch.query.Filters`) check
+        each file of a content the store's filter let through."""
         with self._quiet:
             self._searches += 1
         try:
-            return ranking.search(self.vectors, queries, top_k, self.files_of)
+            return ranking.search(self.vectors, queries, self.files_of, filters.admits if filters else None)
         finally:
             with self._quiet:
                 self._searches -= 1
@@ -172,8 +188,42 @@ class Library:
         """The indexed files holding each content (what a search result shows of a file)."""
         files: dict[str, list[dict]] = defaultdict(list)
         for f in self.catalog.files_with_hashes(list(hashes), "indexed"):
-            files[f["content_hash"]].append({k: f[k] for k in ("path", "file_id", "kind", "content_hash")})
+            files[f["content_hash"]].append({**{k: f[k] for k in ("path", "file_id", "kind", "content_hash", "size",
+                                                                  "mtime")}, "duration_s": duration_of([f])})
         return dict(files)
+
+    def indexed_file(self, file_id: str) -> dict:
+        """The catalog row of an indexed file (what the media routes serve), or :class:`NotFound`."""
+        row = self.catalog.file(file_id)
+        if row is None or row["status"] != "indexed" or row["file_id"] != file_id:
+            raise NotFound(f"no indexed file with id {file_id!r}")
+        return {k: row[k] for k in ("file_id", "path", "kind", "format", "size", "mtime", "content_hash", "media")}
+
+    def example(self, file_id: str, start_s: float | None = None, page: int | None = None) -> dict:
+        """The stored vectors of an indexed file — of the moment at ``start_s`` or of ``page`` when
+        given — per space, for a search of things like it: ``{content_hash, kind, vectors:
+        {space: [vectors]}}``. Nothing is embedded again."""
+        row = self.catalog.file(file_id)
+        if row is None or row["status"] != "indexed" or not row["content_hash"]:
+            raise NotFound(f"no indexed file with id {file_id!r}")
+        units = self.catalog.units(row["content_hash"])
+        if start_s is not None:
+            units = [u for u in units if u["start_s"] is not None and u["start_s"] <= start_s <= (u["end_s"] or 0.0)]
+            if not units:
+                raise NotFound(f"{row['path']} has no indexed moment at {start_s} s")
+        if page is not None:
+            units = [u for u in units if u["page"] == page]
+            if not units:
+                raise NotFound(f"{row['path']} has no indexed page {page}")
+        vectors: dict[str, list] = {}
+        for space in dict.fromkeys(u["space"] for u in units):
+            if space not in self.vectors.spaces():
+                continue
+            ids = [u["point_id"] for u in units if u["space"] == space and u["point_id"]]
+            found = self.vectors.vectors(space, ids) if ids else {}
+            if found:
+                vectors[space] = list(found.values())
+        return {"content_hash": row["content_hash"], "kind": row["kind"], "path": row["path"], "vectors": vectors}
 
     # -- reports ---------------------------------------------------------------------------
     def show(self, key: str) -> dict:
@@ -191,5 +241,7 @@ class Library:
             if self.ledger.inflight:
                 raise ConfigError("an indexing run is in progress; reset when it has finished")
             self._space_models.clear()
-            return self.reports.reset(reset_type)
+            out = self.reports.reset(reset_type)
+            self.catalog.set_meta(FILE_FIELDS_META, "1")  # the points written from now on carry them
+            return out
 

@@ -63,6 +63,7 @@ class Claims:
         self.give_way()
         updates, emit = [], []
         fresh, replaced = [], []  # contents about to be embedded; contents a path left
+        restamp = []  # indexed contents whose files changed (a copy, a touched file)
         for r in rows:
             path, h, kind = r["path"], r.get("content_hash"), r.get("kind")
             old = known.get(path)
@@ -89,16 +90,24 @@ class Claims:
                 row.update(status="indexed", units_expected=old["units_expected"],
                            indexed_at=old["indexed_at"], timings=old["timings"], media=old.get("media"))
                 self.ledger.record(run_id, "unchanged", path)
+                if old["mtime"] != r.get("mtime"):
+                    restamp.append(h)  # touched: the same bytes, a new modification time
             else:
                 done = next((f for f in copies.get(h, []) if models_of(f) == row["models"]), None)
+                facts = {"path": path, "mtime": r.get("mtime"), "size": r.get("size")}
                 if done is not None:
                     row.update(status="indexed", units_expected=done["units_expected"], indexed_at=time.time(),
                                timings=done["timings"], media=done.get("media"))
                     self.ledger.record(run_id, "indexed", path)
+                    restamp.append(h)  # one more file holds this content
                 elif h in self.ledger.inflight:
-                    pass  # the same content is being embedded for another path: share it
+                    # The same content is being embedded for another path: share it; its points
+                    # get this file's fields too once it is settled.
+                    self.ledger.files[h].append(facts)
+                    self.ledger.restamp.add(h)
                 else:
                     self.ledger.inflight[h] = run_id
+                    self.ledger.files[h].append(facts)
                     fresh.append(h)
                     emit.append({**r, "run_id": run_id})
             if row["status"] == "indexed":
@@ -115,4 +124,5 @@ class Claims:
         # points, so a content without units has no points either).
         self.contents.drop(sorted(self.catalog.hashes_with_units(fresh)))
         self.contents.collect(replaced)
+        self.contents.restamp(restamp)
         return emit

@@ -11,7 +11,7 @@ import logging
 from msearch.library.runs import RunLedger
 from msearch.library.thumbs import Thumbnails
 from msearch.store.catalog import Catalog
-from msearch.store.vectors import VectorStore
+from msearch.store.vectors import VectorStore, file_fields
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,23 @@ class Contents:
         self.catalog.delete_units(hashes)
 
     def collect(self, hashes: list[str]) -> None:
-        """Drop those of ``hashes`` that no file holds and no run is embedding."""
+        """Drop those of ``hashes`` that no file holds and no run is embedding; the file fields
+        of those still held change (a file holding them went)."""
         hashes = [h for h in dict.fromkeys(hashes) if h and h not in self.ledger.inflight]
         in_use = self.catalog.hashes_in_use(hashes)
         self.drop([h for h in hashes if h not in in_use])
+        self.restamp([h for h in hashes if h in in_use])
+
+    def restamp(self, hashes: list[str]) -> None:
+        """Set the file fields of these contents' points (the folders, times and size of the
+        indexed files holding each, its duration) from the catalog: what search filters read."""
+        hashes = [h for h in dict.fromkeys(hashes) if h]
+        if not hashes:
+            return
+        files: dict[str, list[dict]] = {}
+        for f in self.catalog.files_with_hashes(hashes, "indexed"):
+            files.setdefault(f["content_hash"], []).append(f)
+        self.vectors.set_file_fields({h: file_fields(fs, duration_of(fs)) for h, fs in files.items()})
 
     def forget(self, paths: list[str]) -> list[str]:
         """Remove these files from the index: their catalog rows, and their contents once no other
@@ -51,3 +64,19 @@ class Contents:
         kept = tuple(e["path"].rstrip("/") + "/" for e in entries if e.get("unlisted"))
         gone = [p for p in self.catalog.paths_under(list(roots)) if p not in seen and not p.startswith(kept)]
         return self.forget(gone) if gone else []
+
+
+def duration_of(files: list[dict]) -> float | None:
+    """A content's duration in seconds, from the media facts of a file holding it."""
+    import json
+
+    for f in files:
+        media = f.get("media")
+        if isinstance(media, str):
+            try:
+                media = json.loads(media)
+            except ValueError:
+                media = None
+        if isinstance(media, dict) and media.get("duration_s"):
+            return float(media["duration_s"])
+    return None

@@ -18,6 +18,9 @@ class RunLedger:
         self.inflight: dict[str, str] = {}  # content_hash -> run id embedding it
         self.expected: dict[str, int] = {}  # content_hash -> units, once its decode has finished
         self.media: dict[str, str] = {}
+        # content_hash -> the files (path, mtime, size) that claimed it: its points' file fields
+        self.files: dict[str, list[dict]] = defaultdict(list)
+        self.restamp: set[str] = set()  # contents whose file fields must be set again when settled
         self.timings: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.stages: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.outcomes: dict[str, dict[str, list]] = {}
@@ -66,4 +69,5 @@ class RunLedger:
         self.inflight.pop(content_hash, None)
         self.expected.pop(content_hash, None)
         self.timings.pop(content_hash, None)
+        self.files.pop(content_hash, None)
         return self.media.pop(content_hash, None)

@@ -17,7 +17,7 @@ from msearch.library.contents import Contents
 from msearch.library.runs import RunLedger
 from msearch.library.thumbs import Thumbnails, thumb_id_for
 from msearch.store.catalog import Catalog
-from msearch.store.vectors import PointData, VectorStore, point_id
+from msearch.store.vectors import PointData, VectorStore, file_fields, point_id
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,12 @@ COMMIT_EVERY_S = 1.0  # flush the vector store (and settle what it completes) at
 COMMIT_SHARE = 0.05  # ... and no more often than keeps commits to this share of the owner's time
 
 
-def to_points(units: list[dict]) -> tuple[dict[str, list[PointData]], list[dict], dict[str, bytes]]:
+def to_points(units: list[dict], fields: dict[str, dict] | None = None
+              ) -> tuple[dict[str, list[PointData]], list[dict], dict[str, bytes]]:
     """Embedded unit rows as points per space, catalog unit rows, and thumbnails (id -> JPEG).
 
-    Units of one picture, page or scene share its thumbnail (``thumb_key``).
+    Units of one picture, page or scene share its thumbnail (``thumb_key``). ``fields``: the file
+    fields of each content (hash -> :func:`~msearch.store.vectors.file_fields`), for the payload.
     """
     points: dict[str, list[PointData]] = defaultdict(list)
     rows, thumbs = [], {}
@@ -45,6 +47,7 @@ def to_points(units: list[dict]) -> tuple[dict[str, list[PointData]], list[dict]
             "content_hash": u["content_hash"], "kind": u["kind"], "unit": int(u["unit"]), "space": space,
             "start_s": u.get("start_s"), "end_s": u.get("end_s"), "page": u.get("page"),
             "text": text[:SNIPPET_CHARS] if text else None, "thumbnail": thumb,
+            **(fields or {}).get(u["content_hash"], {}),
         }
         if u.get("vector") is not None:
             sparse = None
@@ -65,6 +68,7 @@ class Writer:
         self._complete: dict[str, tuple[str, dict]] = {}  # content -> (run, outcome): written, not yet flushed
         self._committed_at = time.monotonic()
         self._commit_s = 0.0  # what the last commit took
+        self._stored: set[str] = set()  # contents whose points a write task stored (no file fields)
 
     def write(self, units: list[dict], stored: bool = False) -> int:
         """Store embedded units (and decode or embedding failures); settle the contents that are
@@ -99,7 +103,10 @@ class Writer:
         if stored and stray:  # points a write task stored for a content no longer indexed
             self.vectors.delete_points(_point_ids(stray))
         keep = [u for u in keep if u["content_hash"] not in failures]
-        points, rows, thumbs = to_points(keep)
+        if stored:
+            self._stored.update(u["content_hash"] for u in keep)
+        hashes = {u["content_hash"] for u in keep}
+        points, rows, thumbs = to_points(keep, {h: file_fields(self.ledger.files.get(h, [])) for h in hashes})
         self.check_models({r["space"]: r["model"] for r in rows}, record=True)
         self.thumbs.save(thumbs)
         self.give_way()
@@ -146,10 +153,18 @@ class Writer:
         return len(done)
 
     def _settle(self, runs: dict[str, str], outcomes: list[dict]) -> None:
+        restamp = []  # contents whose points need file fields they were not written with
         for o in outcomes:
-            o["media"] = self.ledger.release(o["content_hash"])
+            h = o["content_hash"]
+            if o["status"] == "indexed" and (h in self.ledger.restamp or h in self._stored or
+                                             '"duration_s"' in (self.ledger.media.get(h) or "")):
+                restamp.append(h)
+            self.ledger.restamp.discard(h)
+            self._stored.discard(h)
+            o["media"] = self.ledger.release(h)
         for f in self.catalog.settle(outcomes):
             self.ledger.record(runs[f["content_hash"]], f["status"], f["path"], f["error"])
+        self.contents.restamp(restamp)
 
     def finish(self, run_id: str) -> None:
         """Settle what is complete; fail what a run left half-done (a content whose units did not

@@ -199,3 +199,28 @@ def html_text(markup: str) -> str:
     text = html.unescape("".join(parser.parts))
     lines = (re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in text.split("\n"))
     return "\n".join(line for line in lines if line)
+
+
+def render_page(path: Path, number: int, short_side: int, quality: int = 85) -> bytes:
+    """Page ``number`` (from 1) of a PDF as a JPEG whose short side is ``short_side`` pixels."""
+    import io
+
+    pdfium = _pdfium()
+    pdf = _open(path)
+    try:
+        if not 1 <= number <= len(pdf):
+            raise BadInput(f"the PDF has {len(pdf)} pages; there is no page {number}")
+        try:
+            page = pdf[number - 1]
+        except pdfium.PdfiumError as e:
+            raise BadInput(f"page {number} cannot be read ({e})") from e
+        try:
+            width, height = page.get_size()
+            image = Page(number, "", 0, width, height, page).render(short_side)
+        finally:
+            page.close()
+    finally:
+        pdf.close()
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

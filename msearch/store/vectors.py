@@ -50,6 +50,40 @@ class PointData:
 
 
 @dataclass(frozen=True)
+class Where:
+    """Which points a query may return, by the file-level payload their content carries: a folder
+    among ``dirs`` (every folder above every file holding the content), a modification time of
+    one of those files in ``[mtime_gte, mtime_lt)``, the content's size and duration in their
+    bounds; and not one of ``exclude_hashes``. Every condition is a payload index lookup."""
+
+    dirs: tuple[str, ...] | None = None
+    mtime_gte: float | None = None
+    mtime_lt: float | None = None
+    size_gte: int | None = None
+    size_lte: int | None = None
+    duration_gte: float | None = None
+    duration_lte: float | None = None
+    exclude_hashes: tuple[str, ...] | None = None
+
+
+# The file-level payload of a content's points (what Where filters on), and each key's index.
+FILE_FIELDS = {"dirs": "keyword", "mtime": "float", "size": "integer", "duration_s": "float"}
+
+
+def file_fields(files: list[dict], duration_s: float | None = None) -> dict:
+    """The file-level payload of a content held by ``files`` (``path``, ``mtime``, ``size`` each)."""
+    dirs: dict[str, None] = {}
+    for f in files:
+        folder = f["path"]
+        while folder not in ("/", ""):
+            folder = folder.rsplit("/", 1)[0] or "/"
+            dirs[folder] = None
+    sizes = [f["size"] for f in files if f.get("size") is not None]
+    return {"dirs": list(dirs), "mtime": sorted({float(f["mtime"]) for f in files if f.get("mtime") is not None}),
+            "size": int(max(sizes)) if sizes else None, "duration_s": duration_s}
+
+
+@dataclass(frozen=True)
 class SpaceQuery:
     """One ranked list to fetch: a dense, sparse (``using="bm25"``) or multi-vector
     (``using="multi"``) query in one space. A multi-vector query with ``prefetch`` is two-stage:
@@ -62,6 +96,7 @@ class SpaceQuery:
     limit: int = 10
     prefetch: list[float] | None = None
     prefetch_limit: int = 100
+    where: Where | None = None
 
 
 @dataclass
@@ -83,6 +118,7 @@ class VectorStore(Protocol):
     def upsert(self, space: str, points: list[PointData]) -> None: ...
     def delete_contents(self, hashes: list[str]) -> None: ...
     def delete_points(self, ids: dict[str, list[str]]) -> None: ...
+    def set_file_fields(self, fields: dict[str, dict]) -> None: ...
     def drop_space(self, space: str) -> None: ...
     def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]: ...
     def count(self, space: str, kinds: list[str] | None = None) -> int: ...
@@ -137,7 +173,7 @@ class _Store:
                 continue
             vector = self._sparse(q.vector) if q.using == SPARSE else list(q.vector)
             prefetch = (list(q.prefetch), q.prefetch_limit) if q.prefetch is not None else None
-            res = self._query(q.space, vector, q.using, self._filter(q.kinds), q.limit, prefetch)
+            res = self._query(q.space, vector, q.using, self._filter(q.kinds, q.where), q.limit, prefetch)
             out.append([Hit(str(r.id), float(r.score), dict(r.payload or {})) for r in res])
         return out
 
@@ -154,13 +190,22 @@ class _Store:
             if offset is None:
                 return out
 
-    def _filter(self, kinds):
-        return self._kind_filter(list(kinds)) if kinds else None
+    def _filter(self, kinds, where: Where | None = None):
+        if not kinds and (where is None or where == Where()):
+            return None
+        return self._where_filter(list(kinds or ()), where or Where())
+
+    def set_file_fields(self, fields: dict[str, dict]) -> None:
+        """Give every point of each content (hash -> :func:`file_fields`) its file-level payload."""
+        for content_hash, payload in fields.items():
+            for space in list(self._dims):
+                self._set_payload(space, content_hash, payload)
 
     # Backend hooks.
     def _create(self, space: str, dim: int, sparse: bool, multi: bool) -> None: raise NotImplementedError
     def _sparse(self, vector: tuple[list[int], list[float]]): raise NotImplementedError
-    def _kind_filter(self, kinds: list[str]): raise NotImplementedError
+    def _where_filter(self, kinds: list[str], where: Where): raise NotImplementedError
+    def _set_payload(self, space: str, content_hash: str, payload: dict) -> None: raise NotImplementedError
     def _query(self, space, vector, using, flt, limit, prefetch=None): raise NotImplementedError
     def _count(self, space, flt) -> int: raise NotImplementedError
     def _scroll(self, space, offset): raise NotImplementedError
@@ -184,6 +229,18 @@ class EdgeStore(_Store):
             self._recover(space)
             self._shards[space] = E.EdgeShard.load(str(self.root / space))
             self._dims[space] = int(dim)
+            self._index_fields(self._shards[space])
+
+    def _index_fields(self, shard) -> None:
+        """Payload indexes for what queries filter on (made once; a shard from an older version
+        gets the ones it lacks when it opens)."""
+        E = self._E
+        types = {"keyword": E.PayloadSchemaType.Keyword, "float": E.PayloadSchemaType.Float,
+                 "integer": E.PayloadSchemaType.Integer}
+        have = set(shard.info().payload_schema)
+        for key, kind in {"content_hash": "keyword", "kind": "keyword", **FILE_FIELDS}.items():
+            if key not in have:
+                shard.update(E.UpdateOperation.create_field_index(key, types[kind]))
 
     def _recover(self, space: str) -> None:
         """Finish or undo a swap that a crash interrupted (see :meth:`optimize`)."""
@@ -211,8 +268,7 @@ class EdgeStore(_Store):
         path = self.root / space
         # A shard created just before a crash (spaces.json not yet written) is reused.
         shard = E.EdgeShard.load(str(path)) if path.exists() else E.EdgeShard.create(str(path), config)
-        for key in ("content_hash", "kind"):
-            shard.update(E.UpdateOperation.create_field_index(key, E.PayloadSchemaType.Keyword))
+        self._index_fields(shard)
         self._shards[space] = shard
         tmp = self._meta.with_suffix(".tmp")
         tmp.write_text(json.dumps({**self._dims, space: dim}))
@@ -221,9 +277,26 @@ class EdgeStore(_Store):
     def _sparse(self, vector):
         return self._E.SparseVector(list(vector[0]), list(vector[1]))
 
-    def _kind_filter(self, kinds):
+    def _where_filter(self, kinds, where):
         E = self._E
-        return E.Filter(must=[E.FieldCondition(key="kind", match=E.MatchAny(any=kinds))])
+        must, must_not = [], []
+        if kinds:
+            must.append(E.FieldCondition(key="kind", match=E.MatchAny(any=kinds)))
+        if where.dirs:
+            must.append(E.FieldCondition(key="dirs", match=E.MatchAny(any=list(where.dirs))))
+        for key, low, low_incl, high, high_incl in _ranges(where):
+            must.append(E.FieldCondition(key=key, range=E.RangeFloat(
+                gte=low if low_incl else None, gt=None if low_incl else low,
+                lte=high if high_incl else None, lt=None if high_incl else high)))
+        if where.exclude_hashes:
+            must_not.append(E.FieldCondition(key="content_hash", match=E.MatchAny(any=list(where.exclude_hashes))))
+        return E.Filter(must=must or None, must_not=must_not or None)
+
+    def _set_payload(self, space, content_hash, payload):
+        E = self._E
+        flt = E.Filter(must=[E.FieldCondition(key="content_hash", match=E.MatchValue(value=content_hash))])
+        with self._lock:
+            self._shards[space].update(E.UpdateOperation.set_payload_by_filter(flt, payload))
 
     def upsert(self, space: str, points: list[PointData]) -> None:
         out = [self._E.Point(p.id, self._vectors(p), p.payload) for p in points]
@@ -387,15 +460,33 @@ class ClientStore(_Store):
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if sparse else None,
         )
         if not self._local:  # local mode has no payload indexes (and warns)
-            for key in ("content_hash", "kind"):
-                self._client.create_payload_index(self._name(space), key, m.PayloadSchemaType.KEYWORD)
+            types = {"keyword": m.PayloadSchemaType.KEYWORD, "float": m.PayloadSchemaType.FLOAT,
+                     "integer": m.PayloadSchemaType.INTEGER}
+            for key, kind in {"content_hash": "keyword", "kind": "keyword", **FILE_FIELDS}.items():
+                self._client.create_payload_index(self._name(space), key, types[kind])
 
     def _sparse(self, vector):
         return self._m.SparseVector(indices=list(vector[0]), values=list(vector[1]))
 
-    def _kind_filter(self, kinds):
+    def _where_filter(self, kinds, where):
         m = self._m
-        return m.Filter(must=[m.FieldCondition(key="kind", match=m.MatchAny(any=kinds))])
+        must, must_not = [], []
+        if kinds:
+            must.append(m.FieldCondition(key="kind", match=m.MatchAny(any=kinds)))
+        if where.dirs:
+            must.append(m.FieldCondition(key="dirs", match=m.MatchAny(any=list(where.dirs))))
+        for key, low, low_incl, high, high_incl in _ranges(where):
+            must.append(m.FieldCondition(key=key, range=m.Range(
+                gte=low if low_incl else None, gt=None if low_incl else low,
+                lte=high if high_incl else None, lt=None if high_incl else high)))
+        if where.exclude_hashes:
+            must_not.append(m.FieldCondition(key="content_hash", match=m.MatchAny(any=list(where.exclude_hashes))))
+        return m.Filter(must=must or None, must_not=must_not or None)
+
+    def _set_payload(self, space, content_hash, payload):
+        m = self._m
+        flt = m.Filter(must=[m.FieldCondition(key="content_hash", match=m.MatchValue(value=content_hash))])
+        self._client.set_payload(self._name(space), payload=payload, points=m.FilterSelector(filter=flt), wait=True)
 
     def upsert(self, space: str, points: list[PointData]) -> None:
         out = [self._m.PointStruct(id=p.id, vector=self._vectors(p), payload=p.payload) for p in points]
@@ -445,6 +536,18 @@ class ClientStore(_Store):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _ranges(where: Where):
+    """(key, low, low inclusive, high, high inclusive) of each range condition of ``where``."""
+    out = []
+    for key, low, high, low_incl, high_incl in (
+            ("mtime", where.mtime_gte, where.mtime_lt, True, False),
+            ("size", where.size_gte, where.size_lte, True, True),
+            ("duration_s", where.duration_gte, where.duration_lte, True, True)):
+        if low is not None or high is not None:
+            out.append((key, low, low_incl, high, high_incl))
+    return out
 
 
 def shared_server(settings) -> bool:
