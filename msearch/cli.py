@@ -16,8 +16,12 @@ import os
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from msearch.errors import MsearchError, NotFound
-from msearch.settings import Settings, load_settings, ray_environment
+
+if TYPE_CHECKING:
+    from msearch.settings import Settings
 
 log = logging.getLogger("msearch")
 
@@ -27,10 +31,16 @@ EXIT_OK, EXIT_EMPTY, EXIT_ERROR = 0, 1, 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    ray_environment()
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
+    if args.command == "search":
+        served = _search_served(args)  # a running server answers before anything else loads
+        if served is not None:
+            return served
+    from msearch.settings import load_settings, ray_environment
+
+    ray_environment()
     try:
         settings = load_settings()
     except Exception as e:  # pydantic's ValidationError names the bad variable
@@ -204,45 +214,96 @@ def cmd_verify(settings: Settings, args) -> int:
 
 
 # -- search -------------------------------------------------------------------------------
-def cmd_search(settings: Settings, args) -> int:
-    from msearch.client import open_index
-    from msearch.query import options as search_options
-    from msearch.search import check_kinds
+def search_request(args) -> dict:
+    """What ``msearch search`` asks, as plain values: ``query``, ``example`` (``image`` or
+    ``audio``) and ``data``, or ``like`` (key, seconds, page); and the search ``options``
+    (``filters`` among them). Checked by the server, or by :func:`msearch.query.options`."""
+    from msearch.errors import BadInput
 
     if sum(map(bool, (args.text, args.image, args.audio, args.like))) != 1:
-        print("msearch: give one of TEXT, --image FILE, --audio FILE or --like FILE", file=sys.stderr)
-        return EXIT_ERROR
-    check_kinds(args.kinds)
+        raise BadInput("give one of TEXT, --image FILE, --audio FILE or --like FILE")
     filters = {k: v for k, v in (
         ("path_prefix", [str(Path(f).expanduser().resolve()) for f in args.folders] if args.folders else None),
         ("modified_after", args.after), ("modified_before", args.before),
         ("min_size", args.min_size), ("max_size", args.max_size),
         ("min_duration_s", args.min_duration), ("max_duration_s", args.max_duration)) if v is not None}
-    options = search_options(kinds=args.kinds, top_k=args.top_k, offset=args.offset, sort=args.sort,
-                             min_relative_score=args.min_relative_score, filters=filters or None)
-    data = None
+    options = {k: v for k, v in (("kinds", args.kinds), ("top_k", args.top_k), ("offset", args.offset),
+                                 ("sort", args.sort), ("min_relative_score", args.min_relative_score),
+                                 ("filters", filters or None)) if v is not None}
+    request = {"query": args.text, "options": options}
     if args.image or args.audio:
         query_file = args.image or args.audio
         try:
-            data = query_file.expanduser().read_bytes()
+            request["data"] = query_file.expanduser().read_bytes()
         except OSError as e:
-            print(f"msearch: cannot read {query_file}: {e.strerror}", file=sys.stderr)
-            return EXIT_ERROR
+            raise BadInput(f"cannot read {query_file}: {e.strerror}") from e
+        request["example"] = "image" if args.image else "audio"
+    if args.like:
+        request["like"] = parse_like(args.like)
+    return request
+
+
+def cmd_search(settings: Settings, args) -> int:
+    from msearch.client import open_index
+    from msearch.query import options as search_options
+
+    request = search_request(args)
+    options = search_options(**request["options"])
     index = open_index(settings)
     try:
-        if args.like:
-            key, start_s, page = parse_like(args.like)
+        if "like" in request:
+            key, start_s, page = request["like"]
             found = index.similar(index.file_id(key) if key.startswith("/") else key, start_s, page, options)
         else:
-            found = index.search(args.text, options, image=data if args.image else None,
-                                 audio=data if args.audio else None)
+            example = request.get("example")
+            found = index.search(request["query"], options, image=request.get("data") if example == "image" else None,
+                                 audio=request.get("data") if example == "audio" else None)
     finally:
         index.close()
+    return print_results(args, found)
+
+
+def _search_served(args) -> int | None:
+    """``msearch search`` answered by the data dir's running server, with nothing loaded but
+    Python's HTTP client (the server checks the request); None when no server answers."""
+    from msearch.http_client import HttpClient
+    from msearch.ids import file_id_for
+    from msearch.owner import data_dir_from_environment, running_owner_at
+
+    info = running_owner_at(data_dir_from_environment())
+    if not info or not info.get("http"):
+        return None
+    client = HttpClient(info["http"])
+    try:
+        if not client.healthy():
+            return None
+        try:
+            request = search_request(args)
+            options = request["options"]
+            if "like" in request:
+                key, start_s, page = request["like"]
+                body = {"file_id": file_id_for(key) if key.startswith("/") else key, "start_s": start_s,
+                        "page": page, **options}
+                found = client.call("POST", "/api/v1/search/similar", body)
+            elif "example" in request:
+                found = client.upload(request["example"], request["data"], options)
+            else:
+                found = client.call("POST", "/api/v1/search", {"query": request["query"], **options})
+        except MsearchError as e:
+            print(f"msearch: {e}", file=sys.stderr)
+            return EXIT_EMPTY if isinstance(e, NotFound) else EXIT_ERROR
+        return print_results(args, found)
+    finally:
+        client.close()
+
+
+def print_results(args, found: dict) -> int:
     results = found["results"]
     if args.json:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
-        print(format_results(results, offset=options.offset, total=found["total"], exact=found["total_exact"]))
+        print(format_results(results, offset=found.get("offset") or args.offset or 0, total=found["total"],
+                             exact=found["total_exact"]))
     return EXIT_OK if results else EXIT_EMPTY
 
 

@@ -17,7 +17,9 @@ import logging
 from collections.abc import Mapping
 from typing import Callable, Protocol
 
-from msearch.errors import MsearchError, NotFound
+from urllib.parse import quote
+
+from msearch.ids import file_id_for
 from msearch.query import SearchOptions
 
 log = logging.getLogger(__name__)
@@ -121,54 +123,41 @@ class HttpIndex:
     """A running ``msearch serve``, over its HTTP API."""
 
     def __init__(self, url: str):
-        import httpx
+        from msearch.http_client import HttpClient
 
         self.url = url
-        self._client = httpx.Client(base_url=url, timeout=120)
+        self.http = HttpClient(url)
 
-    def _call(self, method: str, path: str, **kwargs):
-        response = self._client.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            if response.status_code == 404:
-                raise NotFound(detail)
-            raise MsearchError(f"HTTP {response.status_code}: {detail}")
-        return response.json()
+    def healthy(self) -> bool:
+        return self.http.healthy()
 
     def search(self, query, options, image=None, audio=None) -> dict:
         if image is None and audio is None:
-            return self._call("POST", "/api/v1/search", json={"query": query, **options.model_dump(mode="json")})
-        form = {k: v for k, v in options.model_dump(mode="json", exclude={"filters"}).items() if v is not None}
+            return self.http.call("POST", "/api/v1/search", {"query": query, **options.model_dump(mode="json")})
+        fields = options.model_dump(mode="json", exclude={"filters"})
         if options.filters:
-            form["filters"] = options.filters.model_dump_json(exclude_none=True)
-        example = "image" if image is not None else "audio"
-        return self._call("POST", f"/api/v1/search/{example}", files={"file": ("query", image or audio)}, data=form)
+            fields["filters"] = options.filters.model_dump(mode="json", exclude_none=True)
+        return self.http.upload("image" if image is not None else "audio",
+                                image if image is not None else audio, fields)
 
     def similar(self, file_id, start_s, page, options) -> dict:
-        return self._call("POST", "/api/v1/search/similar",
-                          json={"file_id": file_id, "start_s": start_s, "page": page, **options.model_dump(mode="json")})
+        return self.http.call("POST", "/api/v1/search/similar",
+                              {"file_id": file_id, "start_s": start_s, "page": page, **options.model_dump(mode="json")})
 
     def file_id(self, path: str) -> str:
-        from msearch.library.claims import file_id_for
-
         return file_id_for(path)
 
     def show(self, key: str) -> dict:
-        from msearch.library.claims import file_id_for
-
-        return self._call("GET", f"/api/v1/files/{key if not key.startswith('/') else file_id_for(key)}")
+        return self.http.call("GET", f"/api/v1/files/{quote(file_id_for(key) if key.startswith('/') else key, safe='')}")
 
     def status(self) -> dict:
-        return self._call("GET", "/api/v1/status")
+        return self.http.call("GET", "/api/v1/status")
 
     def verify(self) -> dict:
-        return self._call("GET", "/api/v1/verify")
+        return self.http.call("GET", "/api/v1/verify")
 
     def close(self) -> None:
-        self._client.close()
+        self.http.close()
 
 
 def local_index(settings) -> StoreIndex:
@@ -190,19 +179,13 @@ def open_index(settings) -> Index:
     from msearch.owner import running_owner
 
     info = running_owner(settings)
-    if info and info.get("http") and _healthy(info["http"]):
-        return HttpIndex(info["http"])
+    if info and info.get("http"):
+        index = HttpIndex(info["http"])
+        if index.healthy():
+            return index
+        index.close()
     if info is not None:
         from pipelines.client import ray_index
 
         return ray_index(settings)
     return local_index(settings)
-
-
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False

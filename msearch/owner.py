@@ -84,15 +84,36 @@ def read_runtime(settings) -> dict | None:
 
 def running_owner(settings) -> dict | None:
     """The runtime info of the live owner of this data dir, or None when nobody owns it."""
-    if not settings.lock_path.exists():
+    return running_owner_at(settings.data_dir)
+
+
+def running_owner_at(data_dir: Path) -> dict | None:
+    """:func:`running_owner` for a data dir given by its path (no settings built)."""
+    lock_path = Path(data_dir) / "owner.lock"
+    if not lock_path.exists():
         return None
-    fd = os.open(settings.lock_path, os.O_RDWR)
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except OSError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return read_runtime(settings) or {}
+        try:
+            return json.loads((Path(data_dir) / "owner.json").read_text())
+        except (OSError, ValueError):
+            return {}
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def data_dir_from_environment(environ=None) -> Path:
+    """The data dir ``MSEARCH_DATA_DIR`` names (as :class:`~msearch.settings.Settings` reads it:
+    the name in any case, ``~`` expanded, made absolute), read without building the settings —
+    for a command that only asks a running server."""
+    environ = os.environ if environ is None else environ
+    value = next((v for k, v in environ.items() if k.upper() == "MSEARCH_DATA_DIR"), "~/.msearch")
+    return Path(value).expanduser().resolve()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from datetime import date, datetime, timezone
-from typing import Literal
+from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -122,6 +122,18 @@ class SearchOptions(BaseModel):
     min_relative_score: float | None = Field(
         None, ge=0, le=1, description="Drop results scoring under this fraction of the best result's score.")
     filters: Filters | None = Field(None, description="Which files may appear.")
+
+
+def check_kinds(kinds: Sequence[str] | None) -> tuple[str, ...]:
+    """The kinds asked for (all when none), or :class:`BadInput` naming the unknown ones."""
+    from msearch.detect import KINDS
+
+    if not kinds:
+        return KINDS
+    bad = sorted(set(kinds) - set(KINDS))
+    if bad:
+        raise BadInput(f"unknown kind(s) {bad}; kinds are {list(KINDS)}")
+    return tuple(dict.fromkeys(kinds))
 
 
 def options(**values) -> SearchOptions:

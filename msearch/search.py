@@ -12,11 +12,10 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from msearch import sparse
-from msearch.detect import KINDS
 from msearch.embed import SPACE_KINDS, normalize, pooled
 from msearch.errors import BadInput, UnsupportedQuery
 from msearch.media.image import prepare_image
-from msearch.query import Filters, SearchOptions
+from msearch.query import Filters, SearchOptions, check_kinds
 from msearch.store.vectors import MULTI, MULTI_SPACES, SPARSE, SpaceQuery, Where
 
 # Extra candidates fetched per ranked list, so that grouping by file still fills top_k.
@@ -50,15 +49,6 @@ class Store(Protocol):
     def spaces(self) -> dict[str, int]: ...
     def search(self, queries: list[SpaceQuery], filters: Filters | None = None) -> dict: ...
     def example(self, file_id: str, start_s: float | None = None, page: int | None = None) -> dict: ...
-
-
-def check_kinds(kinds: Sequence[str] | None) -> tuple[str, ...]:
-    if not kinds:
-        return KINDS
-    bad = sorted(set(kinds) - set(KINDS))
-    if bad:
-        raise BadInput(f"unknown kind(s) {bad}; kinds are {list(KINDS)}")
-    return tuple(dict.fromkeys(kinds))
 
 
 @dataclass(frozen=True)

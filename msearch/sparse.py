@@ -24,9 +24,14 @@ _CJK = (
     r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs
     r"\uac00-\ud7af"  # hangul
 )
-_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_]+", re.UNICODE)
+# A CJK run, or a run of other letters and digits (a code glued to Chinese text, as in
+# "G1373次高铁", is a token of its own).
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+", re.UNICODE)
 _IS_CJK = re.compile(rf"[{_CJK}]")
 
+# The commonest Chinese function characters: alone they match nearly every Chinese text (their
+# bigrams still count).
+_CJK_STOP = frozenset("的了和是在也就都与及或而着这那之其被把给对从向于以为个们吗呢吧啊")
 _STOPWORDS = frozenset(
     "a an and are as at be but by for from has have he her his i if in into is it its "
     "of on or our she so than that the their them then there these they this to was we "
@@ -40,7 +45,7 @@ def tokenize(text: str) -> list[str]:
     for match in _TOKEN.finditer(unicodedata.normalize("NFKC", text).lower()):
         word = match.group()
         if _IS_CJK.match(word):
-            tokens.extend(word)
+            tokens.extend(c for c in word if c not in _CJK_STOP)
             tokens.extend(word[i : i + 2] for i in range(len(word) - 1))
         elif word not in _STOPWORDS:
             tokens.append(word)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from msearch.embed import build_embedder, build_transcriber
+from msearch.embed import build_embedder, build_transcriber, runs_on_torch
 from msearch.files import hash_entry
 from msearch.units import decode_file, embed_units, transcribe_file
 from pipelines import schema
@@ -157,7 +157,7 @@ class EmbedUnits:
     def __init__(self, settings, roles: list[str], embedders: dict | None = None):
         logging.basicConfig(level=settings.log_level)
         if embedders is None:
-            if any(getattr(settings.models, role) != "fake" for role in roles):  # models that run on torch
+            if any(runs_on_torch(getattr(settings.models, role)) for role in roles):
                 _torch_threads(settings.index.embed_threads)
             embedders = {role: build_embedder(role, settings) for role in roles}
         self.embedders = embedders

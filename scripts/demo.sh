@@ -37,6 +37,12 @@ echo "== msearch search \"olive oil delivery\" --kind page   (a scanned PDF, rea
 "$bin/msearch" search "olive oil delivery" --kind page --top-k 2
 echo "== msearch search \"红色汽车在雨中\""
 "$bin/msearch" search "红色汽车在雨中" --top-k 3
+echo "== msearch search \"望远镜看到了木星的卫星\"   (Chinese words, an English note)"
+"$bin/msearch" search "望远镜看到了木星的卫星" --kind text --top-k 2
+echo "== msearch search \"the budget meeting was moved\"   (English words, a Chinese note)"
+"$bin/msearch" search "the budget meeting was moved" --kind text --top-k 2
+echo "== msearch search --like sample/notes/garden.txt --path sample/notes   (like a file, in one folder)"
+"$bin/msearch" search --like sample/notes/garden.txt --path sample/notes --top-k 2
 echo "== POST $url/api/v1/search"
 curl -s -X POST "$url/api/v1/search" -H 'content-type: application/json' \
   -d '{"query": "the interviewee says budget", "kinds": ["text"], "top_k": 2}' | "$bin/python" -m json.tool

@@ -26,7 +26,7 @@ from msearch.errors import (
     BadInput, ConfigError, Conflict, DataDirBusy, Forbidden, MissingDependency, ModelUnavailable, MsearchError,
     NotFound, NotRunning, Unauthorized, UnsupportedQuery,
 )
-from msearch.library.claims import file_id_for
+from msearch.ids import file_id_for
 from msearch.query import Filters, SearchOptions, Sort, describe
 from serve import timing
 

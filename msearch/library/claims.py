@@ -3,18 +3,14 @@ decoding and embedding (a content is embedded once, whichever paths hold it)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
 from msearch.embed import KIND_ROLES, roles_for_kind
+from msearch.ids import file_id_for
 from msearch.library.contents import Contents
 from msearch.library.runs import RunLedger
 from msearch.store.catalog import Catalog
-
-
-def file_id_for(path: str) -> str:
-    return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
 
 
 def models_of(row: dict) -> dict:
