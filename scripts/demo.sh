@@ -8,7 +8,7 @@ export MSEARCH_PORT=${MSEARCH_PORT:-8000}
 url="http://127.0.0.1:$MSEARCH_PORT"
 bin=.venv/bin
 
-bash scripts/system-deps.sh || echo "(espeak-ng could not be installed: the sample has no speech)"
+bash scripts/system-deps.sh speech || echo "(espeak-ng could not be installed: the sample has no speech)"
 "$bin/python" scripts/make_sample.py sample
 
 echo "== starting msearch serve (Ray, store owner, Serve app on $url)"

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: espeak-ng speaks the sentences that the speech tests transcribe;
-# a CJK font draws the Chinese text that the OCR tests read. (FFmpeg comes from the
-# imageio-ffmpeg wheel when the system has none.)
+# a CJK font draws the Chinese text that the OCR tests read; Chromium runs the web page's tests
+# (driven by Playwright with this browser: Playwright's own download is not needed). (FFmpeg
+# comes from the imageio-ffmpeg wheel when the system has none.)
 set -euo pipefail
-PACKAGES=(espeak-ng fonts-wqy-zenhei)
+PACKAGES=(espeak-ng fonts-wqy-zenhei chromium)
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
-[ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
+if [ "${1:-}" != "speech" ]; then  # the demo needs speech only
+  [ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
+  command -v chromium >/dev/null || missing+=(chromium)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
   echo "msearch tests need: ${PACKAGES[*]} (install them with your package manager)" >&2

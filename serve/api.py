@@ -19,6 +19,7 @@ from typing import Annotated, Any, Callable, Literal
 
 from fastapi import FastAPI, File, Form, Header, Path as PathParam, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 
 from msearch.auth import check_bearer, inside_roots
@@ -31,6 +32,12 @@ from msearch.query import Filters, SearchOptions, Sort, describe
 from serve import timing
 
 log = logging.getLogger(__name__)
+
+WEB = Path(__file__).resolve().parent / "web"  # the search page: plain HTML, CSS and JS modules
+# The page loads nothing from elsewhere and runs no inline script or style.
+CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; script-src 'self'; "
+       "style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
 
 STATUS = [(BadInput, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404), (ConfigError, 409),
           (Conflict, 409), (UnsupportedQuery, 422), (ModelUnavailable, 503), (MissingDependency, 503),
@@ -59,6 +66,7 @@ class Backend:
     store: Any
     queue: Callable[[], Any]
     token: str
+    missing: Callable[[], dict] = dict  # role -> why its model is not loaded (for the status page)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -327,8 +335,20 @@ def create_app(backend: Backend) -> FastAPI:
 
     @app.get("/api/v1/status")
     def status() -> dict:
-        """Files per kind and status, vector points per space, failures (as ``msearch status``)."""
-        return backend.store.status()
+        """Files per kind and status, vector points per space, failures (as ``msearch status``);
+        also the query models loaded, the models missing with the reason, the index runs in
+        progress and what the control API has queued."""
+        return {**backend.store.status(), "query_models": sorted(backend.service().embedders),
+                "missing_models": backend.missing(), "queue": backend.queue().state()}
+
+    # -- the web page ------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def page_shell() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache",
+                                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
+
+    app.mount("/static", _Static(directory=WEB), name="static")
 
     # -- OpenAI-compatible embeddings, from the loaded query models -----------------------------
     def roles() -> dict[str, str]:
@@ -363,6 +383,16 @@ def create_app(backend: Backend) -> FastAPI:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     return app
+
+
+class _Static(StaticFiles):
+    """The page's files, with the same safety headers as the page."""
+
+    async def get_response(self, path: str, scope):
+        response = await super().get_response(path, scope)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 class _TooLarge(Exception):

@@ -170,7 +170,8 @@ class SearchAPI:
         self._queue: _Queue | None = None
         self._lock = threading.Lock()
         self.backend = Backend(settings=settings, service=self.service, store=self.store, queue=self.queue,
-                               token=ensure_token(settings))
+                               token=ensure_token(settings), missing=self.missing)
+        self._missing: dict | None = None
 
     def __serve_build_asgi_app__(self):
         return create_app(self.backend)
@@ -182,6 +183,14 @@ class SearchAPI:
             if self._queue is None:
                 self._queue = _Queue(get_queue(self.settings))
             return self._queue
+
+    def missing(self) -> dict:
+        """Each model role that is not available, with msearch's message about it."""
+        if self._missing is None:
+            from msearch.embed import available_roles
+
+            self._missing = available_roles(self.settings)[1]
+        return self._missing
 
     def service(self) -> SearchService:
         """Built on first use, from a request thread: the constructor runs in Serve's event

@@ -140,6 +140,11 @@ def test_files_status_and_docs(http):
     assert shown["status"] == "indexed" and shown["units"]
     assert client.get("/api/v1/files/nope").status_code == 404
     assert client.get("/docs").status_code == 200
+    page = client.get("/")  # the search page, from the same Serve app
+    assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
+    assert status["query_models"] == ["clap", "clip", "text"] and "missing_models" in status
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/api/v1/search", "/api/v1/search/image", "/api/v1/thumbnails/{thumb_id}"} <= set(paths)
 

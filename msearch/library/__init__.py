@@ -230,7 +230,7 @@ class Library:
         return self.reports.show(key)
 
     def status(self) -> dict:
-        return self.reports.status()
+        return {**self.reports.status(), "runs": self.ledger.progress()}
 
     def verify(self) -> dict:
         with self._lock:

@@ -61,6 +61,21 @@ class RunLedger:
                 self.stages[run][stage] += (time.perf_counter() - start) / len(runs)
                 self.stages[run][f"{stage}_cpu"] += (time.process_time() - cpu) / len(runs)
 
+    def progress(self) -> list[dict]:
+        """The runs in progress: files settled so far per outcome, and contents still in flight."""
+        for _ in range(3):  # read without the owner's lock: a dict changing meanwhile is read again
+            try:
+                out = []
+                for run in list(self.jobs):
+                    counts = {k: len(v) for k, v in list(self.outcomes.get(run, {}).items())}
+                    out.append({"run_id": run, **{k: counts.get(k, 0) for k in ("indexed", "unchanged", "failed",
+                                                                               "skipped")},
+                                "in_flight": sum(1 for r in list(self.inflight.values()) if r == run)})
+                return out
+            except RuntimeError:
+                continue
+        return []
+
     def contents_of(self, runs: set[str]) -> list[str]:
         return [h for h, run in self.inflight.items() if run in runs]
 
