@@ -33,6 +33,40 @@ def ensure_token(settings) -> str:
     return path.read_text().strip()
 
 
+def rotate_token(settings) -> str:
+    """Replace the data dir's API token with a new one (atomically); the old one stops working
+    at the next request (servers read the file again when it changes)."""
+    path: Path = settings.token_path
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    os.replace(tmp, path)
+    return path.read_text().strip()
+
+
+class TokenFile:
+    """The data dir's token as it is on disk now: read again whenever the file changes (a
+    rotation takes effect at once, in every replica)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._seen: tuple | None = None
+        self._token = ensure_token(settings)
+
+    def __call__(self) -> str:
+        try:
+            st = os.stat(self.settings.token_path)
+        except OSError:
+            return self._token
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key != self._seen:
+            self._token = self.settings.token_path.read_text().strip()
+            self._seen = key
+        return self._token
+
+
 def check_bearer(authorization: str | None, token: str) -> None:
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given.strip(), token):

@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
+    s = sub.add_parser("token", help="print the control API's token (made if there is none)")
+    s.add_argument("--rotate", action="store_true", help="replace it: the old token stops working at once")
+    s.set_defaults(func=cmd_token)
+
     s = sub.add_parser("serve", help="serve search over HTTP (Ray Serve) until interrupted")
     s.add_argument("--host", default=None)
     s.add_argument("--port", type=int, default=None)
@@ -422,6 +426,15 @@ def cmd_status(settings: Settings, args) -> int:
         reasons[item["error"]] = reasons.get(item["error"], 0) + 1
     for reason, n in reasons.items():
         print(f"  skipped {n} file{'s' if n > 1 else ''}: {reason}")
+    return EXIT_OK
+
+
+def cmd_token(settings: Settings, args) -> int:
+    from msearch.auth import ensure_token, rotate_token
+
+    token = rotate_token(settings) if args.rotate else ensure_token(settings)
+    print(token)
+    print(f"({settings.token_path}{'; the old token no longer works' if args.rotate else ''})", file=sys.stderr)
     return EXIT_OK
 
 

@@ -48,3 +48,5 @@ curl -s -X POST "$url/api/v1/search" -H 'content-type: application/json' \
   -d '{"query": "the interviewee says budget", "kinds": ["text"], "top_k": 2}' | "$bin/python" -m json.tool
 echo "== msearch status"
 "$bin/msearch" status
+echo "== the search page is at $url/ while msearch serve runs (this demo stops it now;"
+echo "   run .venv/bin/msearch serve with MSEARCH_DATA_DIR=$MSEARCH_DATA_DIR to keep it)"

@@ -8,6 +8,7 @@ Domain errors become HTTP codes in one place (:func:`status_for`).
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 import os
@@ -65,7 +66,7 @@ class Backend:
     service: Callable[[], Any]
     store: Any
     queue: Callable[[], Any]
-    token: str
+    token: Callable[[], str]  # the API token as it is now (it can be rotated while serving)
     missing: Callable[[], dict] = dict  # role -> why its model is not loaded (for the status page)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -157,7 +158,7 @@ def create_app(backend: Backend) -> FastAPI:
         return JSONResponse({"detail": str(e)}, status_code=status)
 
     def guard(authorization: str | None) -> None:
-        check_bearer(authorization, backend.token)
+        check_bearer(authorization, backend.token())
 
     def page(search: Callable[[], dict], query: str | None, offset: int, response: Response) -> dict:
         start = time.perf_counter()
@@ -189,6 +190,12 @@ def create_app(backend: Backend) -> FastAPI:
     @app.exception_handler(_TooLarge)
     async def too_large(request: Request, e: _TooLarge):
         return JSONResponse({"detail": str(e)}, status_code=413)
+
+    @app.exception_handler(_RangeRefused)
+    async def range_refused(request: Request, e: _RangeRefused):
+        return JSONResponse({"detail": str(e)}, status_code=416, headers={"Content-Range": f"bytes */{e.size}"})
+
+    app.add_middleware(_UploadLimit, limit=settings.serve.max_upload_bytes)
 
     @app.get("/health")
     def health() -> dict:
@@ -244,11 +251,14 @@ def create_app(backend: Backend) -> FastAPI:
              responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"},
                         404: {}, 409: {"description": "The file changed since it was indexed"},
                         416: {"description": "Range not satisfiable"}})
-    def content(file_id: str) -> FileResponse:
-        """The original file of an indexed file, with HTTP range requests (a ``<video>`` seeks)."""
+    def content(file_id: str, range: Annotated[str | None, Header()] = None) -> FileResponse:
+        """The original file of an indexed file, with HTTP range requests (a ``<video>`` seeks);
+        at most 16 ranges a request, none overlapping another."""
         row, path = _current_file(backend, file_id)
+        st = os.stat(path)
+        check_ranges(range, st.st_size)
         return FileResponse(path, media_type=media_type(row), filename=None,
-                            headers={"Cache-Control": "private, max-age=60"}, stat_result=os.stat(path))
+                            headers={"Cache-Control": "private, max-age=60"}, stat_result=st)
 
     @app.get("/api/v1/files/{file_id}/clip", response_class=FileResponse,
              responses={200: {"content": {"video/webm": {}, "video/mp4": {}}}, 206: {}, 400: {}, 404: {}, 409: {}})
@@ -395,6 +405,98 @@ class _Static(StaticFiles):
         return response
 
 
+MAX_RANGES = 16
+
+
+class _RangeRefused(Exception):
+    def __init__(self, message: str, size: int):
+        super().__init__(message)
+        self.size = size
+
+
+def check_ranges(header: str | None, size: int) -> None:
+    """Refuse a Range header asking for many ranges (416) or overlapping ones (416), or not in
+    the ``bytes=`` form (400), before a byte is read; Starlette serves the rest."""
+    if not header:
+        return
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or not spec.strip():
+        raise BadInput("malformed Range header: only bytes=START-END[, ...] is understood")
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) > MAX_RANGES:
+        raise _RangeRefused(f"{len(parts)} ranges asked for; at most {MAX_RANGES}", size)
+    spans = []
+    for part in parts:
+        first, dash, last = part.partition("-")
+        if not dash or not (first.strip().isdigit() or (not first.strip() and last.strip().isdigit())) or \
+                (last.strip() and not last.strip().isdigit()):
+            raise BadInput(f"malformed range {part!r} in the Range header")
+        if first.strip():
+            start = int(first)
+            end = int(last) if last.strip() else size - 1
+            if start >= size:
+                raise _RangeRefused(f"range {part!r} starts past the end of the file ({size} bytes)", size)
+        else:  # the last N bytes
+            start, end = max(0, size - int(last)), size - 1
+        if end < start:
+            raise BadInput(f"malformed range {part!r}: it ends before it starts")
+        spans.append((start, min(end, size - 1)))
+    spans.sort()
+    for (_, a_end), (b_start, _) in zip(spans, spans[1:]):
+        if b_start <= a_end:
+            raise _RangeRefused("overlapping ranges asked for", size)
+
+
+class _UploadLimit:
+    """ASGI middleware: an upload longer than the limit is answered 413 as soon as that is
+    known — from its Content-Length before the body is read, else as its bytes arrive."""
+
+    SLACK = 64 * 1024  # the multipart envelope around the file
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit + self.SLACK
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._refuse(send)
+        seen, started, refused = 0, False, False
+
+        async def counted():
+            nonlocal seen, started, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Answer now, and tell the app the client went: it stops reading the body.
+                    refused = True
+                    if not started:
+                        started = True
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked(message):
+            nonlocal started
+            if refused:
+                return  # the 413 was sent; what the app answers to a "disconnect" is dropped
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted, tracked)
+
+    async def _refuse(self, send):
+        body = json.dumps({"detail": str(_TooLarge(self.limit - self.SLACK))}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 class _TooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"upload over {limit} bytes (MSEARCH_SERVE__MAX_UPLOAD_BYTES)")
@@ -415,14 +517,20 @@ def _current_file(backend: Backend, file_id: str) -> tuple[dict, str]:
     file (not a link put in its place) of the same size and modification time."""
     row = backend.store.indexed_file(file_id)
     path = row["path"]
+    roots = backend.settings.roots
+    if roots and not any(path == r.rstrip("/") or path.startswith(r.rstrip("/") + "/")
+                         for r in (os.path.realpath(x) for x in roots)):
+        raise NotFound(f"{path} is outside the folders msearch serves (MSEARCH_ROOTS)")
     try:
         st = os.lstat(path)
     except OSError as e:
         raise NotFound(f"{path} is no longer on disk") from e
     import stat
 
-    if not stat.S_ISREG(st.st_mode):
-        raise Conflict(f"{path} is no longer a regular file; index it again")
+    linked = not backend.settings.index.follow_symlinks and os.path.realpath(path) != path
+    if not stat.S_ISREG(st.st_mode) or linked:
+        raise Conflict(f"{path} is no longer the regular file that was indexed (a link or a moved folder "
+                       "stands in its place); index it again")
     if st.st_size != row["size"] or abs(st.st_mtime - (row["mtime"] or 0.0)) > 1e-3:
         raise Conflict(f"{path} changed since it was indexed; index it again")
     return row, path

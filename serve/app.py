@@ -12,7 +12,7 @@ import ray
 from ray import serve
 
 from msearch import ranking
-from msearch.auth import ensure_token
+from msearch.auth import TokenFile
 from msearch.embed import build_embedder
 from msearch.errors import ModelUnavailable, UnsupportedQuery
 from msearch.search import SearchService
@@ -170,7 +170,7 @@ class SearchAPI:
         self._queue: _Queue | None = None
         self._lock = threading.Lock()
         self.backend = Backend(settings=settings, service=self.service, store=self.store, queue=self.queue,
-                               token=ensure_token(settings), missing=self.missing)
+                               token=TokenFile(settings), missing=self.missing)
         self._missing: dict | None = None
 
     def __serve_build_asgi_app__(self):

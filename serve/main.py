@@ -33,7 +33,7 @@ def run_server(settings, verbose: bool = False) -> int:
         write_runtime(settings, http=url)  # CLI commands check /health before they use it
         serve.run(build_app(settings), name="msearch", route_prefix="/", blocking=False)
         token = ensure_token(settings)
-        print(f"msearch is serving {settings.data_dir} at {url} (API docs: {url}/docs)")
+        print(f"msearch is serving {settings.data_dir} at {url} (search page: {url}/, API docs: {url}/docs)")
         print(f"control API token ({len(token)} characters): {settings.token_path}")
         if settings.roots:
             # Index the configured folders and follow them for as long as we serve.

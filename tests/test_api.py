@@ -65,7 +65,7 @@ def api(tmp_path_factory):
     assert not report.get("failed"), report.get("failed")
     queue = Queue()
     service = SearchService(embedders, lib, settings)
-    backend = Backend(settings=settings, service=lambda: service, store=lib, queue=lambda: queue, token=TOKEN)
+    backend = Backend(settings=settings, service=lambda: service, store=lib, queue=lambda: queue, token=lambda: TOKEN)
     from fastapi.testclient import TestClient
 
     client = TestClient(create_app(backend), base_url="http://msearch.test")
@@ -289,3 +289,106 @@ def test_upload_searches_take_the_same_options_as_form_fields(api):
     assert unknown.status_code == 400 and "folder" in unknown.json()["detail"]
     no_clap = client.post("/api/v1/search/audio", files={"file": ("q.wav", b"RIFF")})
     assert no_clap.status_code == 422 and "CLAP" in no_clap.json()["detail"]
+
+
+@pytest.mark.parametrize("header, status", [
+    ("bytes=" + ",".join(f"{i * 10}-{i * 10 + 5}" for i in range(20)), 416),  # too many ranges
+    ("bytes=0-100,50-150", 416),  # overlapping
+    ("bytes=abc", 400), ("items=0-1", 400), ("bytes=9-3", 400),
+    ("bytes=0-9,20-29", 206),  # two ranges: a multipart answer
+])
+def test_range_headers_that_ask_too_much_are_refused_before_reading(api, header, status):
+    client, root, _, _ = api
+    fid = file_id_for(str(root / "video" / "scenes.mp4"))
+    r = client.get(f"/api/v1/files/{fid}/content", headers={"Range": header})
+    assert r.status_code == status, r.text[:200]
+    if status == 416:
+        assert r.headers["content-range"].startswith("bytes */")
+
+
+def test_served_media_cannot_escape_to_other_files(api, tmp_path):
+    client, root, lib, _ = api
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the web")
+    target = root / "2024" / "notes" / "garden.txt"
+    fid = file_id_for(str(target))
+    saved = target.read_bytes(), target.stat()
+    try:
+        target.unlink()
+        target.symlink_to(secret)  # a link put where an indexed file was
+        r = client.get(f"/api/v1/files/{fid}/content")
+        assert r.status_code == 409 and "not for the web" not in r.text
+    finally:
+        target.unlink()
+        target.write_bytes(saved[0])
+        os.utime(target, (saved[1].st_atime, saved[1].st_mtime))
+    assert client.get(f"/api/v1/files/{fid}/content").status_code == 200
+    # A folder on the way replaced by a link to a folder holding a file of the same name and size.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "garden.txt").write_bytes(b"x" * len(saved[0]))
+    os.utime(elsewhere / "garden.txt", (saved[1].st_atime, saved[1].st_mtime))
+    notes = root / "2024" / "notes"
+    notes.rename(root / "2024" / "notes.real")
+    try:
+        notes.symlink_to(elsewhere)
+        assert client.get(f"/api/v1/files/{fid}/content").status_code == 409
+    finally:
+        notes.unlink()
+        (root / "2024" / "notes.real").rename(notes)
+    # With MSEARCH_ROOTS set, a file outside them is not served, even if indexed.
+    from msearch.search import SearchService
+    from fastapi.testclient import TestClient
+
+    narrow = lib.settings.model_copy(update={"roots": (str(root / "photos"),)})
+    app = create_app(Backend(settings=narrow, service=lambda: SearchService({}, lib, narrow), store=lib,
+                             queue=lambda: Queue(), token=lambda: TOKEN))
+    with TestClient(app) as other:
+        assert other.get(f"/api/v1/files/{fid}/content").status_code == 404
+        photo = file_id_for(str(root / "photos" / "img0.jpg"))
+        assert other.get(f"/api/v1/files/{photo}/content").status_code == 200
+
+
+def test_uploads_over_the_limit_are_refused_before_they_are_read(api):
+    client, root, lib, _ = api
+    from fastapi.testclient import TestClient
+    from msearch.search import SearchService
+
+    small = lib.settings.model_copy(update={"serve": lib.settings.serve.model_copy(update={"max_upload_bytes": 1000})})
+    app = create_app(Backend(settings=small, service=lambda: SearchService({}, lib, small), store=lib,
+                             queue=lambda: Queue(), token=lambda: TOKEN))
+    big = b"\xff\xd8" + os.urandom(200_000)
+    with TestClient(app) as other:
+        r = other.post("/api/v1/search/image", files={"file": ("big.jpg", big)})
+        assert r.status_code == 413 and "MAX_UPLOAD_BYTES" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: counted as it arrives
+            for i in range(0, len(big), 8192):
+                yield big[i:i + 8192]
+
+        r = other.post("/api/v1/search/image", content=chunks(),
+                       headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 413
+
+
+def test_a_rotated_token_replaces_the_old_one_at_once(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from msearch.auth import TokenFile, ensure_token, rotate_token
+
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"})
+    lib = Library(settings)
+    try:
+        old = ensure_token(settings)
+        queue = Queue()
+        app = create_app(Backend(settings=settings, service=lambda: SearchService({}, lib, settings), store=lib,
+                                 queue=lambda: queue, token=TokenFile(settings)))
+        body = {"reset_type": "index"}
+        with TestClient(app) as client:
+            assert client.post("/api/v1/system/reset", json=body, headers={"Authorization": f"Bearer {old}"}).status_code == 200
+            new = rotate_token(settings)
+            assert new != old and (settings.token_path.stat().st_mode & 0o777) == 0o600
+            assert client.post("/api/v1/system/reset", json=body, headers={"Authorization": f"Bearer {old}"}).status_code == 401
+            assert client.post("/api/v1/system/reset", json=body, headers={"Authorization": f"Bearer {new}"}).status_code == 200
+    finally:
+        lib.close()

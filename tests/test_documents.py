@@ -100,6 +100,11 @@ def test_bad_documents_are_recorded_and_harm_nothing(tmp_path):
     with zipfile.ZipFile(root / "broken.docx", "w") as z:
         z.writestr("[Content_Types].xml", "<Types/>")
         z.writestr("word/document.xml", "<not really word")
+    with zipfile.ZipFile(root / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as z:  # 64 MB of zeros in ~64 KB
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", b"\0" * (64 << 20))
+    with zipfile.ZipFile(root / "bomb.pptx", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ppt/slides/slide1.xml", b" " * (64 << 20))
     text_picture([]).save(root / "blank.png")  # no text in it, and no CLIP model for pictures
     settings = make_settings(tmp_path / "data", models={"text": "fake", "ocr": "rapidocr"})
     embedders = {"text": FakeEmbedder("text")}
@@ -112,6 +117,7 @@ def test_bad_documents_are_recorded_and_harm_nothing(tmp_path):
         assert "encrypted" in failed["locked.pdf"] and "password" in failed["locked.pdf"]
         assert "not a readable PDF" in failed["corrupt.pdf"] and "not a readable PDF" in failed["truncated.pdf"]
         assert "Word" in failed["broken.docx"]
+        assert "zip bomb" in failed["bomb.docx"] and "zip bomb" in failed["bomb.pptx"]
         assert "no text found" in skipped["blank.png"]
         hit = SearchService(embedders, lib, settings).search_text("otters", top_k=1)[0]
         assert hit["path"] == str(good) and hit["page"] == 1

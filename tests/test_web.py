@@ -86,7 +86,7 @@ def site(tmp_path_factory, tiny_clap):
 
     queue = Queue()
     backend = Backend(settings=settings, service=lambda: service, store=lib, queue=lambda: queue,
-                      token="web-token", missing=lambda: {"whisper": "the whisper model is switched off "
+                      token=lambda: "web-token", missing=lambda: {"whisper": "the whisper model is switched off "
                                                                      "(MSEARCH_MODELS__WHISPER=none)."})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(backend), host="127.0.0.1", port=port, log_level="warning"))

@@ -98,8 +98,34 @@ def office_format(head: bytes) -> str | None:
     return None
 
 
+# An office file is a zip: what its members expand to is checked before any is read.
+MAX_UNZIPPED = 512 * 1024 * 1024
+MAX_RATIO = 200  # expanded / compressed bytes of one member
+
+
+def check_zip(path: Path) -> None:
+    """Refuse an office file whose members would expand past :data:`MAX_UNZIPPED` or compress
+    more than :data:`MAX_RATIO` to one (a zip bomb), from the sizes the zip declares."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise BadInput(f"not a readable office file (not a zip package: {e})") from e
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNZIPPED:
+        raise BadInput(f"refused as a possible zip bomb: its parts expand to {total // 2**20} MB "
+                       f"(at most {MAX_UNZIPPED // 2**20} MB)")
+    for m in members:
+        if m.file_size > 1_000_000 and m.file_size > MAX_RATIO * max(1, m.compress_size):
+            raise BadInput(f"refused as a possible zip bomb: {m.filename} expands {m.file_size // max(1, m.compress_size)}"
+                           f" times ({m.file_size // 2**20} MB)")
+
+
 def docx_text(path: Path) -> str:
     """Paragraphs and table cells in document order, then headers and footers."""
+    check_zip(path)
     try:
         import docx
         from docx.table import Table
@@ -132,6 +158,8 @@ def pptx_slides(path: Path) -> list[str]:
         import pptx
     except ImportError as e:
         raise MissingDependency("python-pptx is not installed: pip install python-pptx") from e
+
+    check_zip(path)
 
     def shape_text(shapes) -> Iterator[str]:
         for shape in shapes:
