@@ -387,6 +387,8 @@ def cmd_show(settings: Settings, args) -> int:
           f"  status {info['status']}")
     if info["error"]:
         print(f"  error: {info['error']}")
+    if info.get("warning"):
+        print(f"  warning: {info['warning']}")
     media = info.get("media") or {}
     if media:
         facts = ", ".join(f"{k} {v}" for k, v in media.items() if v is not None and not k.endswith("_error"))
@@ -421,6 +423,8 @@ def cmd_status(settings: Settings, args) -> int:
         print(f"  {space} vectors: {n} ({info['models'].get(space)})")
     for item in info["failed"]:
         print(f"  failed  {item['path']}: {item['error']}")
+    for item in info.get("warnings", []):
+        print(f"  partly  {item['path']}: {item['warning']}")
     reasons: dict[str, int] = {}
     for item in info.get("skipped", []):
         reasons[item["error"]] = reasons.get(item["error"], 0) + 1

@@ -71,6 +71,13 @@ def _media(media: dict) -> str | None:
     return json.dumps(media) if media else None
 
 
+def _warn(media: dict, text: str) -> None:
+    """Note what could not be read of a file that is indexed from the rest (``media["warnings"]``)."""
+    warnings = media.setdefault("warnings", [])
+    if text not in warnings:
+        warnings.append(text)
+
+
 def _units(row: dict, settings, roles: set[str], media: dict, notes: list[str]) -> Iterator[dict]:
     path = Path(row["path"])
     match row["kind"]:
@@ -121,7 +128,8 @@ def _page_units(path: Path, settings, roles: set[str], media: dict, notes: list[
 
     ps, side = settings.pages, settings.pages.render_side
     pages = ocr_pages = 0
-    for page in pdf_pages(path, ps.max_pages, ps.reopen_every):
+    problems: list[str] = []
+    for page in pdf_pages(path, ps.max_pages, ps.reopen_every, problems):
         pages += 1
         scanned = not page.text.strip()
         image = None
@@ -146,6 +154,10 @@ def _page_units(path: Path, settings, roles: set[str], media: dict, notes: list[
             yield {"space": "colpali", "pixels": image.tobytes(), "width": image.width, "height": image.height,
                    **common}
     media.update(pages=pages, ocr_pages=ocr_pages)
+    for text in problems:
+        _warn(media, text)
+    if problems and not pages:
+        raise BadInput("; ".join(problems))
     if pages and "ocr" not in roles:
         notes.append("pages without a text layer need OCR")
 
@@ -168,7 +180,10 @@ def _video_units(path: Path, settings, roles: set[str], speech: str | None, medi
     media.update(info.as_dict())
     read = "ocr" in roles and settings.ocr.keyframes
     if "clip" in roles or read:
-        scenes = video.scan(path, info, vs, binary, hwaccel=video.use_hwaccel(vs.hwaccel, binary))
+        lost: list[str] = []
+        scenes = video.scan(path, info, vs, binary, hwaccel=video.use_hwaccel(vs.hwaccel, binary), warnings=lost)
+        for text in lost:
+            _warn(media, text)
         media["scenes"] = len(scenes)
         for i, s in enumerate(scenes):
             when = {"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
@@ -216,13 +231,26 @@ def _sound_units(path: Path, binary: str, settings, roles: set[str], media: dict
         return
     a = settings.audio
     n = 0
-    for w in audio.windows(path, binary, audio.CLAP_RATE, a.window_s, a.hop_s, a.block_s, a.silence_db):
+    report: dict = {}
+    for w in audio.windows(path, binary, audio.CLAP_RATE, a.window_s, a.hop_s, a.block_s, a.silence_db, report):
         n += 1
         yield {"space": "clap", "audio": audio.wav_bytes(w.samples, audio.CLAP_RATE),
                "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3)}
     media["sound_windows"] = n
+    _heard(media, report.get("decoded_s"), report.get("errors"))
     if not n:
         notes.append("silent")
+
+
+def _heard(media: dict, decoded_s: float | None, errors: str | None) -> None:
+    """A soundtrack or recording that decoded shorter than its header declares, or with errors."""
+    from msearch.media.video import shortfall
+
+    declared = media.get("duration_s")
+    if decoded_s is not None and shortfall(decoded_s, declared):
+        _warn(media, f"sound stops at {decoded_s:.1f} s of {declared:.1f} s")
+    if errors:
+        _warn(media, f"audio decoding errors: {errors}")
 
 
 def _speech_units(speech: str | None, roles: set[str], media: dict, notes: list[str], required: bool) -> Iterator[dict]:
@@ -239,6 +267,7 @@ def _speech_units(speech: str | None, roles: set[str], media: dict, notes: list[
         media["speech_error"] = transcript["error"]
         notes.append(f"speech: {transcript['error']}")
         return
+    _heard(media, transcript.get("duration_s"), None)
     media["language"] = transcript.get("language")
     media["language_probability"] = transcript.get("language_probability")
     media["speech_segments"] = len(transcript["segments"])

@@ -131,12 +131,20 @@ def bad_videos(tmp_path_factory, cuts_video):
     ("random.mkv", "ffmpeg cannot read it"),
     ("zero.mp4", "ffmpeg cannot read it"),
     ("audio_only.mp4", "no video stream"),
-    ("cut_mkv.mkv", "truncated"),
+    ("cut_mkv.mkv", "frames stop at"),  # asked without a list for warnings: a cut file fails
 ])
 def test_bad_videos_fail_with_ffmpegs_reason(bad_videos, name, reason):
     path = bad_videos / name
     with pytest.raises(BadInput, match=reason):
         scan(path, probe(path, ffmpeg()), VideoSettings(), ffmpeg())
+
+
+def test_a_video_cut_short_gives_the_scenes_that_can_be_read_and_a_warning(bad_videos):
+    path = bad_videos / "cut_mkv.mkv"
+    warnings: list[str] = []
+    scenes = scan(path, probe(path, ffmpeg()), VideoSettings(), ffmpeg(), warnings=warnings)
+    assert scenes and warnings[0].startswith("frames stop at") and warnings[0].endswith("of 6.0 s")
+    assert scenes[-1].end_s <= float(warnings[0].split()[3]) + 0.05
 
 
 MEMORY_SCRIPT = r"""

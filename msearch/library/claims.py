@@ -84,7 +84,8 @@ class Claims:
                 row.update(status="skipped", error=" ".join(dict.fromkeys(why)) or f"no model indexes {kind} files")
             elif old and old["content_hash"] == h and old["status"] == "indexed" and models_of(old) == row["models"]:
                 row.update(status="indexed", units_expected=old["units_expected"],
-                           indexed_at=old["indexed_at"], timings=old["timings"], media=old.get("media"))
+                           indexed_at=old["indexed_at"], timings=old["timings"], media=old.get("media"),
+                           warning=old.get("warning"))
                 self.ledger.record(run_id, "unchanged", path)
                 if old["mtime"] != r.get("mtime"):
                     restamp.append(h)  # touched: the same bytes, a new modification time
@@ -93,7 +94,7 @@ class Claims:
                 facts = {"path": path, "mtime": r.get("mtime"), "size": r.get("size")}
                 if done is not None:
                     row.update(status="indexed", units_expected=done["units_expected"], indexed_at=time.time(),
-                               timings=done["timings"], media=done.get("media"))
+                               timings=done["timings"], media=done.get("media"), warning=done.get("warning"))
                     self.ledger.record(run_id, "indexed", path)
                     restamp.append(h)  # one more file holds this content
                 elif h in self.ledger.inflight:

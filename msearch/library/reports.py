@@ -41,8 +41,8 @@ class Reports:
                     "end_s": u["end_s"], "page": u["page"], "char_start": u["char_start"],
                     "char_end": u["char_end"], "text": u["text"], "thumbnail": thumbnail_url(u["thumbnail"]),
                 })
-        out = {k: row[k] for k in ("file_id", "path", "kind", "format", "status", "error", "size", "mtime",
-                                   "content_hash", "units_expected", "indexed_at")}
+        out = {k: row.get(k) for k in ("file_id", "path", "kind", "format", "status", "error", "warning", "size",
+                                       "mtime", "content_hash", "units_expected", "indexed_at")}
         out["models"] = models_of(row)
         out["timings"] = _json(row["timings"])
         out["media"] = _json(row.get("media"))
@@ -68,6 +68,7 @@ class Reports:
                                for space in self.vectors.spaces()},
             "models": self.models(),
             "failed": self.catalog.failed(),
+            "warnings": self.catalog.warned(),
             "skipped": self.catalog.skipped(),
         }
 

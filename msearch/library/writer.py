@@ -162,6 +162,7 @@ class Writer:
             self.ledger.restamp.discard(h)
             self._stored.discard(h)
             o["media"] = self.ledger.release(h)
+            o["warning"] = warning_of(o["media"]) if o["status"] == "indexed" else None
         for f in self.catalog.settle(outcomes):
             self.ledger.record(runs[f["content_hash"]], f["status"], f["path"], f["error"])
         self.contents.restamp(restamp)
@@ -198,3 +199,14 @@ def _point_ids(units: list[dict]) -> dict[str, list[str]]:
         if u.get("space") and u.get("model"):
             out[u["space"]].append(point_id(u["content_hash"], u["unit"], u["space"], u["model"]))
     return out
+
+
+def warning_of(media: str | None) -> str | None:
+    """What a file indexed from what could be read of it lost (its media facts' ``warnings``)."""
+    if not media:
+        return None
+    try:
+        warnings = json.loads(media).get("warnings")
+    except (ValueError, AttributeError):
+        return None
+    return "; ".join(warnings) if warnings else None

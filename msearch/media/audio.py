@@ -58,11 +58,12 @@ def probe(path: Path, ffmpeg: str) -> AudioInfo | None:
 
 
 def pcm_blocks(path: Path, ffmpeg: str, rate: int, block_s: float, dtype: str = "int16",
-               limit_s: float | None = None) -> Iterator[np.ndarray]:
+               limit_s: float | None = None, report: dict | None = None) -> Iterator[np.ndarray]:
     """Mono samples of the first audio stream at ``rate``, ``block_s`` seconds per block.
 
     ``dtype`` int16 or float32 (-1..1). Raises :class:`BadInput` with FFmpeg's words when the
-    decode fails; a stream that decodes to nothing yields nothing.
+    decode fails; a stream that decodes to nothing yields nothing. ``report`` gets the seconds
+    decoded (``decoded_s``) and FFmpeg's complaints while decoding (``errors``, or None).
     """
     fmt, width = ("s16le", 2) if dtype == "int16" else ("f32le", 4)
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-i", str(path),
@@ -75,11 +76,13 @@ def pcm_blocks(path: Path, ffmpeg: str, rate: int, block_s: float, dtype: str = 
     tail: list[str] = []
     drain = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
     drain.start()
+    samples = 0
     try:
         while True:
             data = proc.stdout.read(block)
             usable = len(data) - len(data) % width
             if usable:
+                samples += usable // width
                 yield np.frombuffer(data[:usable], dtype=np.int16 if width == 2 else np.float32)
             if len(data) < block:
                 break
@@ -91,6 +94,10 @@ def pcm_blocks(path: Path, ffmpeg: str, rate: int, block_s: float, dtype: str = 
         drain.join(timeout=10)
     if code != 0:
         raise BadInput(f"ffmpeg cannot decode the audio: {_reason(chr(10).join(tail))}")
+    if report is not None:
+        from msearch.media.video import decode_errors
+
+        report.update(decoded_s=samples / rate, errors=decode_errors(tail))
 
 
 def _exited(proc: subprocess.Popen, wait_s: float = 10.0) -> bool:
@@ -120,8 +127,9 @@ def rms_db(samples: np.ndarray) -> float:
 
 
 def windows(path: Path, ffmpeg: str, rate: int, window_s: float, hop_s: float, block_s: float,
-            silence_db: float) -> Iterator[Window]:
-    """Overlapping windows over the whole stream; silent ones are left out.
+            silence_db: float, report: dict | None = None) -> Iterator[Window]:
+    """Overlapping windows over the whole stream; silent ones are left out (``report``: see
+    :func:`pcm_blocks`).
 
     Audio after the last full window (at least a second of it) gets one shorter window, so the
     tail is covered; a stream shorter than one window gives one shorter window.
@@ -130,7 +138,7 @@ def windows(path: Path, ffmpeg: str, rate: int, window_s: float, hop_s: float, b
     buf = np.zeros(0, np.int16)
     offset = 0  # stream position of buf[0], in samples
     last_end = 0  # end of the last window cut
-    for block in pcm_blocks(path, ffmpeg, rate, block_s):
+    for block in pcm_blocks(path, ffmpeg, rate, block_s, report=report):
         buf = np.concatenate([buf, block])
         while len(buf) >= win:
             window = Window(offset / rate, (offset + win) / rate, buf[:win].copy())

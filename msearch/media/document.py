@@ -55,8 +55,9 @@ def _open(path: Path):
         raise BadInput(f"not a readable PDF ({message.replace('Failed to load document ', '')})") from e
 
 
-def pdf_pages(path: Path, max_pages: int, reopen_every: int = 50) -> Iterator[Page]:
-    """Pages in order; each page object is valid until the next one is yielded."""
+def pdf_pages(path: Path, max_pages: int, reopen_every: int = 50, problems: list[str] | None = None) -> Iterator[Page]:
+    """Pages in order; each page object is valid until the next one is yielded. A page that
+    cannot be read is skipped and named in ``problems`` (without it, it fails the document)."""
     pdfium = _pdfium()
     pdf = _open(path)
     try:
@@ -70,15 +71,24 @@ def pdf_pages(path: Path, max_pages: int, reopen_every: int = 50) -> Iterator[Pa
             try:
                 page = pdf[i]
             except pdfium.PdfiumError as e:
-                raise BadInput(f"page {i + 1} cannot be read ({e})") from e
+                if problems is None:
+                    raise BadInput(f"page {i + 1} cannot be read ({e})") from e
+                problems.append(f"page {i + 1} cannot be read ({e})")
+                continue
             try:
-                textpage = page.get_textpage()
                 try:
-                    chars = textpage.count_chars()
-                    text = textpage.get_text_bounded() if chars else ""
-                finally:
-                    textpage.close()
-                width, height = page.get_size()
+                    textpage = page.get_textpage()
+                    try:
+                        chars = textpage.count_chars()
+                        text = textpage.get_text_bounded() if chars else ""
+                    finally:
+                        textpage.close()
+                    width, height = page.get_size()
+                except pdfium.PdfiumError as e:
+                    if problems is None:
+                        raise BadInput(f"page {i + 1} cannot be read ({e})") from e
+                    problems.append(f"page {i + 1} cannot be read ({e})")
+                    continue
                 yield Page(i + 1, text.replace("\r\n", "\n"), chars, width, height, page)
             finally:
                 page.close()

@@ -42,6 +42,7 @@ class VideoInfo:
     height: int
     vcodec: str
     acodec: str | None
+    declared: float | None = None  # a longer length the file's own header declares (an AVI cut short)
 
     def as_dict(self) -> dict:
         return {"duration_s": self.duration, "fps": self.fps, "width": self.width, "height": self.height,
@@ -154,7 +155,26 @@ def probe(path: Path, ffmpeg: str) -> VideoInfo:
     if rotation and round(abs(float(rotation[1]))) % 180 == 90:
         width, height = height, width
     audio = _AUDIO.search(text)
-    return VideoInfo(seconds, float(fps[1]) if fps else None, width, height, video[1], audio[1] if audio else None)
+    declared = avi_declared_seconds(path) if "Input #0, avi" in text else None
+    return VideoInfo(seconds, float(fps[1]) if fps else None, width, height, video[1], audio[1] if audio else None,
+                     declared if declared and declared > seconds else None)
+
+
+def avi_declared_seconds(path: Path) -> float | None:
+    """The length an AVI's main header declares (total frames × frame time): FFmpeg reports the
+    length of what it can index, which for a file cut short (no index at its end) is only that."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return None
+    at = head.find(b"avih")
+    if at < 0 or len(head) < at + 28:
+        return None
+    usec_per_frame, _, _, _, total_frames = struct.unpack_from("<5I", head, at + 8)
+    return total_frames * usec_per_frame / 1e6 if usec_per_frame and total_frames else None
 
 
 def frame_size(info: VideoInfo, short_side: int) -> tuple[int, int]:
@@ -170,15 +190,32 @@ def sharpness(rgb: np.ndarray) -> float:
     return float(lap.var())
 
 
-def scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool = False) -> list[Scene]:
-    """Scenes with keyframes, in one decode; ``vs`` is the video settings section."""
+def scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool = False,
+         warnings: list[str] | None = None) -> list[Scene]:
+    """Scenes with keyframes, in one decode; ``vs`` is the video settings section. What could
+    not be read (frames that stop early, decoding errors) is added to ``warnings``: the scenes
+    are those of what could be read."""
     try:
-        return _scan(path, info, vs, ffmpeg, hwaccel)
+        return _scan(path, info, vs, ffmpeg, hwaccel, warnings)
     except BadInput:
         if not hwaccel:
             raise
         log.info("GPU decode of %s failed; decoding on the CPU", path)
-        return _scan(path, info, vs, ffmpeg, False)
+        return _scan(path, info, vs, ffmpeg, False, warnings)
+
+
+_DECODE_ERROR = re.compile(r"error|failed|corrupt|invalid data|missing|truncat", re.IGNORECASE)
+
+
+def decode_errors(lines: list[str]) -> str | None:
+    """FFmpeg's complaints while decoding (errors, corrupt or missing data), in its own words."""
+    bad = [line for line in lines if _DECODE_ERROR.search(line) and "Parsed_metadata" not in line]
+    return _reason("\n".join(bad)) if bad else None
+
+
+def shortfall(decoded_s: float, declared_s: float | None) -> bool:
+    """Whether a decode stopped well before the length the file declares."""
+    return bool(declared_s) and decoded_s < declared_s * 0.98 - 0.5
 
 
 def _command(path: Path, width: int, height: int, vs, ffmpeg: str, hwaccel: bool) -> list[str]:
@@ -205,7 +242,8 @@ def _command(path: Path, width: int, height: int, vs, ffmpeg: str, hwaccel: bool
 _END = (float("inf"), 0.0)  # after the last frame's score
 
 
-def _scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool) -> list[Scene]:
+def _scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool, warnings: list[str] | None = None
+          ) -> list[Scene]:
     width, height = frame_size(info, vs.decode_side)
     frame_bytes = width * height * 3
     proc = subprocess.Popen(_command(path, width, height, vs, ffmpeg, hwaccel), stdin=subprocess.DEVNULL,
@@ -257,9 +295,19 @@ def _scan(path: Path, info: VideoInfo, vs, ffmpeg: str, hwaccel: bool) -> list[S
     if last_t is None or not (current.candidates or scenes):
         raise BadInput(f"no video frames could be decoded: {_reason(stderr)}")
     frame = 1.0 / info.fps if info.fps else 0.04
-    end = max(info.duration, last_t + frame)
-    if info.duration and last_t + frame < info.duration * 0.9 - 1.0:
-        raise BadInput(f"truncated: frames stop at {last_t:.2f} s of {info.duration:.2f} s ({_reason(stderr)})")
+    declared = info.declared or info.duration
+    end = last_t + frame
+    notes = []
+    if shortfall(end, declared):
+        notes.append(f"frames stop at {end:.1f} s of {declared:.1f} s")
+    else:
+        end = max(info.duration, end)
+    if (errors := decode_errors(log_tail)) is not None:
+        notes.append(f"decoding errors: {errors}")
+    if notes:
+        if warnings is None:
+            raise BadInput("; ".join(notes))
+        warnings.extend(notes)
     scenes.append(_close(current, end, width, height))
     return post_process(scenes, vs.min_scene_s, vs.max_scenes)
 

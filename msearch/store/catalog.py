@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS files (
 );
 ALTER TABLE files ADD COLUMN IF NOT EXISTS media VARCHAR;
 ALTER TABLE files ADD COLUMN IF NOT EXISTS attempts INTEGER;
+ALTER TABLE files ADD COLUMN IF NOT EXISTS warning VARCHAR;
 CREATE INDEX IF NOT EXISTS files_hash ON files (content_hash);
 CREATE INDEX IF NOT EXISTS files_path ON files (path);
 CREATE TABLE IF NOT EXISTS units (
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS thumbs (id VARCHAR PRIMARY KEY, jpeg BLOB NOT NULL);
 
 FILE_COLUMNS = (
     "file_id", "path", "size", "mtime", "content_hash", "kind", "format", "status", "error",
-    "units_expected", "models", "timings", "updated_at", "indexed_at", "media", "attempts",
+    "units_expected", "models", "timings", "updated_at", "indexed_at", "media", "attempts", "warning",
 )
 UNIT_COLUMNS = (
     "content_hash", "unit", "space", "kind", "start_s", "end_s", "page", "char_start",
@@ -71,7 +72,7 @@ FILE_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in FILE_COLUMNS])
 UNIT_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in UNIT_COLUMNS])
 THUMB_SCHEMA = pa.schema([("id", pa.string()), ("jpeg", pa.binary())])
 SETTLE_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in
-                           ("content_hash", "status", "error", "units_expected", "media", "timings")])
+                           ("content_hash", "status", "error", "units_expected", "media", "timings", "warning")])
 
 
 class Catalog:
@@ -165,7 +166,7 @@ class Catalog:
     def settle(self, outcomes: list[dict]) -> list[dict]:
         """Give every pending file of each content its outcome, in one statement.
 
-        ``outcomes``: ``{content_hash, status, error, units_expected, media, timings}`` each
+        ``outcomes``: ``{content_hash, status, error, units_expected, media, timings, warning}`` each
         (``media`` and ``timings`` as JSON text or None: None keeps what the row has). Returns
         ``{path, content_hash, status, error}`` of the files that changed.
         """
@@ -181,7 +182,7 @@ class Catalog:
                 changed = self._con.execute(
                     "UPDATE files SET status = o.status, error = o.error, updated_at = o.now, "
                     "indexed_at = CASE WHEN o.status = 'indexed' THEN o.now END, "
-                    "units_expected = o.units_expected, media = coalesce(o.media, files.media), "
+                    "units_expected = o.units_expected, media = coalesce(o.media, files.media), warning = o.warning, "
                     "timings = coalesce(o.timings, files.timings), "
                     "attempts = CASE WHEN o.status = 'failed' THEN coalesce(files.attempts, 0) + 1 ELSE 0 END "
                     "FROM outcomes o WHERE files.content_hash = o.content_hash AND files.status = 'pending' "
@@ -336,6 +337,12 @@ class Catalog:
         return self._rows(
             "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path LIMIT ?", [limit]
         )
+
+    def warned(self, limit: int = 1000) -> list[dict]:
+        """Files indexed from what could be read of them, with what was lost."""
+        return self._rows(
+            "SELECT path, warning FROM files WHERE status = 'indexed' AND warning IS NOT NULL ORDER BY path LIMIT ?",
+            [limit])
 
     def skipped(self, limit: int = 1000) -> list[dict]:
         return self._rows(

@@ -431,6 +431,7 @@ async function showStatus() {
   const spaces = Object.entries(info.points || {}).map(([space, n]) => [space, n, (info.models || {})[space] || ""]);
   const missing = Object.entries(info.missing_models || {});
   const failed = (info.failed || []).map((f) => [f.path, f.error]);
+  const partly = (info.warnings || []).map((f) => [f.path, f.warning]);
   const runs = (info.runs || []).map((r) => [r.run_id.slice(0, 8), r.indexed, r.unchanged, r.failed, r.skipped, r.in_flight]);
   const queue = Object.entries(info.queue || {});
   box.replaceChildren(...[
@@ -446,6 +447,8 @@ async function showStatus() {
     queue.length ? el("ul", { class: "queue" }, queue.map(([path, s]) => el("li", { text: `${s}: ${path}` }))) : null,
     el("h3", { text: t.failed }),
     failed.length ? table([t.files, t.reason], failed) : el("p", { text: t.none }),
+    el("h3", { text: t.partly }),
+    partly.length ? table([t.files, t.lost], partly) : el("p", { text: t.none }),
     control()].filter(Boolean));
 }
 
