@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_watch)
 
     s = sub.add_parser("verify", help="check that the catalog and the vectors agree")
+    s.add_argument("--repair", action="store_true",
+                   help="set aside what cannot be read, and embed again the files whose contents lack units or points")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)
 
@@ -201,6 +203,8 @@ def cmd_watch(settings: Settings, args) -> int:
 def cmd_verify(settings: Settings, args) -> int:
     from msearch.client import open_index
 
+    if args.repair:
+        return cmd_repair(settings, args)
     index = open_index(settings)
     try:
         info = index.verify()
@@ -214,6 +218,39 @@ def cmd_verify(settings: Settings, args) -> int:
         print(f"{len(info['problems'])} problems ({info['files']} indexed files, {info['points']} points):")
         for p in info["problems"]:
             print(f"  {p['content_hash']}: {p['problem']}" + (f" ({', '.join(p['paths'])})" if p.get("paths") else ""))
+    return EXIT_OK if info["ok"] else EXIT_EMPTY
+
+
+def cmd_repair(settings: Settings, args) -> int:
+    """``msearch verify --repair``: the store owner sets aside and drops what is wrong, then the
+    files concerned are indexed again (on the running msearch's Ray, or a local one)."""
+    from pipelines.cluster import connect, stop_local
+    from pipelines.index import format_summary, run_index
+    from pipelines.owner import OwnerClient, get_owner
+
+    with _stdout_for_results(args.json) as out:
+        started = connect(settings, verbose=args.verbose)
+        try:
+            owner = OwnerClient(get_owner(settings))
+            done = owner.repair()
+            for folder in done["set_aside"]:
+                print(f"set aside (damaged): {folder}", file=sys.stderr)
+            summary = None
+            paths = [p for p in done["reindex"] if Path(p).exists()]
+            if paths:
+                print(f"indexing {len(paths)} file(s) again", file=sys.stderr)
+                summary = run_index(settings, paths, progress=not args.json, verbose=args.verbose)
+            info = owner.verify()
+        finally:
+            if started:
+                stop_local(settings)
+        if args.json:
+            print(json.dumps({**done, "index": summary, "verify": info}, indent=1, ensure_ascii=False), file=out)
+        else:
+            if summary:
+                print(format_summary(summary), file=out)
+            print("ok: catalog and vectors agree" if info["ok"] else f"{len(info['problems'])} problems remain",
+                  file=out)
     return EXIT_OK if info["ok"] else EXIT_EMPTY
 
 

@@ -57,3 +57,7 @@ class Forbidden(MsearchError):
 
 class Conflict(MsearchError):
     """What is asked for no longer matches the index (a file changed since it was indexed)."""
+
+
+class DiskFull(MsearchError):
+    """A store could not write: the disk holding it is full."""

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from msearch.auth import check_bearer, inside_roots
 from msearch.errors import (
-    BadInput, ConfigError, Conflict, DataDirBusy, Forbidden, MissingDependency, ModelUnavailable, MsearchError,
+    BadInput, ConfigError, Conflict, DataDirBusy, DiskFull, Forbidden, MissingDependency, ModelUnavailable, MsearchError,
     NotFound, NotRunning, Unauthorized, UnsupportedQuery,
 )
 from msearch.ids import file_id_for
@@ -42,7 +42,7 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; 
 
 STATUS = [(BadInput, 400), (Unauthorized, 401), (Forbidden, 403), (NotFound, 404), (ConfigError, 409),
           (Conflict, 409), (UnsupportedQuery, 422), (ModelUnavailable, 503), (MissingDependency, 503),
-          (DataDirBusy, 503), (NotRunning, 503)]
+          (DataDirBusy, 503), (NotRunning, 503), (DiskFull, 507)]
 ERRORS = {400: {"description": "Bad query, filter or upload"}, 404: {"description": "Not in the index"},
           422: {"description": "Malformed request, or no loaded model can answer it"}}
 EMBEDDING_ROLES = ("text", "clip", "clap")  # roles with one vector per text input

@@ -31,6 +31,7 @@ def cli(tmp_path_factory, tiny_clip):
             raise AssertionError(f"msearch {args} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
         return out
 
+    run.env = env
     first = run("index", str(corpus), "--json")
     yield run, corpus, json.loads(first.stdout), tmp / "data"
     assert not wait_no_ray_processes(), "msearch index left Ray processes behind"
@@ -218,3 +219,29 @@ def test_serve_indexes_and_follows_the_configured_roots(tmp_path):
         output = server.communicate(timeout=120)[0]
     assert server.returncode == 0, output
     assert not wait_no_ray_processes()
+
+
+def test_verify_repair_sets_a_damaged_shard_aside_and_embeds_its_files_again(cli, tmp_path):
+    import shutil
+
+    run, corpus, _, data_dir = cli
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("owner.lock", "owner.json"))
+    for segment in (copy / "vectors" / "clip" / "segments").iterdir():
+        (segment / "segment.json").unlink()
+    env_copy = {"MSEARCH_DATA_DIR": str(copy)}
+
+    def run_copy(*args, check=True):
+        out = subprocess.run([*MSEARCH, *args], cwd=ROOT, env={**run.env, **env_copy}, capture_output=True,
+                             text=True, timeout=600)
+        if check and out.returncode != 0:
+            raise AssertionError(f"msearch {args} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    broken = run_copy("verify", "--json", check=False)
+    assert broken.returncode == 1 and "verify --repair" in broken.stdout
+    repaired = json.loads(run_copy("verify", "--repair", "--json").stdout)
+    assert repaired["verify"]["ok"] and repaired["set_aside"][0].startswith(str(copy / "vectors" / "clip.damaged-"))
+    assert repaired["index"]["indexed"] == 6  # the pictures: their CLIP vectors were in the damaged shard
+    found = json.loads(run_copy("search", "--image", str(corpus / "photos" / "img1.jpg"), "--json").stdout)
+    assert found[0]["path"] == str(corpus / "photos" / "img1.jpg")

@@ -22,6 +22,7 @@ from collections import defaultdict
 from msearch.errors import ConfigError, NotFound
 from msearch.library.claims import Claims, file_id_for
 from msearch.library.contents import Contents, duration_of
+from msearch.library.format import FORMAT, check_format, write_format
 from msearch.library.reports import Reports
 from msearch.library.runs import RunLedger
 from msearch.library.thumbs import Thumbnails, thumb_id_for
@@ -41,6 +42,7 @@ class Library:
     def __init__(self, settings: Settings, vectors: VectorStore | None = None, catalog: Catalog | None = None):
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        format_before = check_format(settings.data_dir)
         self.catalog = catalog or Catalog(settings.catalog_path)
         self.vectors = vectors or open_vector_store(settings)
         self.thumbs = Thumbnails(self.catalog, settings.thumbs_path)
@@ -56,6 +58,8 @@ class Library:
         self._space_models: dict[str, str] = {}  # space -> the model its vectors were made with
         if self.catalog.get_meta(FILE_FIELDS_META) is None:
             self._stamp_all()
+        if format_before != FORMAT:
+            write_format(settings.data_dir)  # migrated (or new)
 
     def _stamp_all(self) -> None:
         """Give the points of an index from before file fields existed (folders, times, size,
@@ -230,11 +234,38 @@ class Library:
         return self.reports.show(key)
 
     def status(self) -> dict:
-        return {**self.reports.status(), "runs": self.ledger.progress()}
+        return {**self.reports.status(), "runs": self.ledger.progress(), "damaged": dict(self.vectors.damaged)}
 
     def verify(self) -> dict:
         with self._lock:
-            return self.reports.verify()
+            out = self.reports.verify()
+        for space, why in self.vectors.damaged.items():
+            out["problems"].insert(0, {"content_hash": None, "problem": f"the {space} vectors cannot be opened "
+                                       f"({why}); `msearch verify --repair` sets them aside and embeds their files again"})
+            out["ok"] = False
+        return out
+
+    def repair(self) -> dict:
+        """Set aside what cannot be read (a damaged shard), drop what verify finds wrong (a content
+        with missing units or points, points or units no file holds), and mark the files whose
+        contents must be embedded again ``pending``. Returns ``{"set_aside": [folders],
+        "reindex": [paths]}``: indexing those paths again completes the repair."""
+        with self._lock:
+            redo: set[str] = set()
+            aside = []
+            for space in list(self.vectors.damaged):
+                redo.update(self.catalog.hashes_in_space(space))
+                self.catalog.delete_units_in_space(space)
+                moved = self.vectors.set_aside(space)
+                aside.append(str(moved) if moved else space)
+            for problem in self.reports.verify()["problems"]:
+                if problem.get("content_hash"):
+                    redo.add(problem["content_hash"])
+            held = self.catalog.hashes_in_use(sorted(redo))
+            self.contents.drop(sorted(redo))
+            paths = self.catalog.mark_pending(sorted(held))
+            self.vectors.flush()
+            return {"set_aside": aside, "reindex": paths}
 
     def reset(self, reset_type: str) -> dict:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any, Iterable
 import duckdb
 import pyarrow as pa
 
-from msearch.errors import ConfigError
+from msearch.errors import ConfigError, DiskFull
 
 STATUSES = ("indexed", "failed", "skipped", "pending")
 
@@ -75,6 +76,12 @@ SETTLE_SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in
                            ("content_hash", "status", "error", "units_expected", "media", "timings", "warning")])
 
 
+def damaged_catalog(path: str, e: Exception) -> str:
+    return (f"the catalog {path} is damaged and cannot be opened ({str(e).strip()[:300]}). Move it away "
+            f"(with its .wal file), then index your folders again (msearch index PATH...): the catalog is made "
+            f"anew and every file is embedded again; or restore it from a backup")
+
+
 class Catalog:
     """DuckDB file catalog. One process opens it (DuckDB's file lock enforces that)."""
 
@@ -83,17 +90,41 @@ class Catalog:
         try:
             self._con = duckdb.connect(self.path)
         except duckdb.IOException as e:
-            raise ConfigError(f"cannot open catalog {self.path}: {e}") from e
+            if "lock" in str(e).lower():
+                raise ConfigError(f"cannot open catalog {self.path}: {e}") from e
+            raise ConfigError(damaged_catalog(self.path, e)) from e
+        except duckdb.Error as e:
+            raise ConfigError(damaged_catalog(self.path, e)) from e
         self._lock = threading.RLock()
-        self._con.execute(_SCHEMA)
+        try:
+            self._con.execute(_SCHEMA)
+            # Touch every table once: damage to them shows now, named, not in the middle of a run.
+            for table in ("files", "units", "thumbs", "meta"):
+                self._con.execute(f"SELECT count(*) FROM {table}").fetchall()
+        except duckdb.Error as e:
+            self._con.close()
+            raise ConfigError(damaged_catalog(self.path, e)) from e
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
 
     # -- helpers -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reading(self):
+        """DuckDB's failures as what they mean: a full disk, or a damaged catalog file."""
+        try:
+            yield
+        except (duckdb.IOException, duckdb.InternalException, duckdb.SerializationException) as e:
+            if "no space left" in str(e).lower() or "disk is full" in str(e).lower():
+                raise DiskFull(f"the disk holding the catalog {self.path} is full ({str(e).strip()[:200]}); free "
+                               "some space and run again: what was indexed before is kept") from e
+            if "lock" in str(e).lower():
+                raise ConfigError(f"cannot use catalog {self.path}: {e}") from e
+            raise ConfigError(damaged_catalog(self.path, e)) from e
+
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        with self._lock:
+        with self._lock, self._reading():
             cur = self._con.cursor()
             try:
                 cur.execute(sql, list(params))
@@ -103,7 +134,7 @@ class Catalog:
                 cur.close()
 
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> None:
-        with self._lock:
+        with self._lock, self._reading():
             self._con.execute(sql, list(params))
 
     # -- meta ----------------------------------------------------------------------------
@@ -156,7 +187,7 @@ class Catalog:
         data = pa.Table.from_pylist(rows, schema=schema)
         names = ", ".join(schema.names)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        with self._lock:
+        with self._lock, self._reading():
             self._con.register("incoming", data)
             try:
                 self._con.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM incoming")
@@ -176,7 +207,7 @@ class Catalog:
         names = SETTLE_SCHEMA.names
         rows = {o["content_hash"]: {**{c: o.get(c) for c in names}, "now": now} for o in outcomes}
         data = pa.Table.from_pylist(list(rows.values()), schema=SETTLE_SCHEMA.append(pa.field("now", pa.float64())))
-        with self._lock:
+        with self._lock, self._reading():
             self._con.register("outcomes", data)
             try:
                 changed = self._con.execute(
@@ -253,6 +284,23 @@ class Catalog:
             return set()
         return {r["content_hash"] for r in self._rows(
             "SELECT DISTINCT content_hash FROM units WHERE content_hash IN (SELECT unnest(?))", [list(hashes)])}
+
+    def hashes_in_space(self, space: str) -> set[str]:
+        """The contents that have units in ``space``."""
+        return {r["content_hash"] for r in self._rows(
+            "SELECT DISTINCT content_hash FROM units WHERE space = ?", [space])}
+
+    def delete_units_in_space(self, space: str) -> None:
+        self._exec("DELETE FROM units WHERE space = ?", [space])
+
+    def mark_pending(self, hashes: list[str]) -> list[str]:
+        """Every file of these contents must be indexed again; returns their paths."""
+        if not hashes:
+            return []
+        rows = self._rows("SELECT path FROM files WHERE content_hash IN (SELECT unnest(?)) ORDER BY path", [hashes])
+        self._exec("UPDATE files SET status = 'pending', error = NULL, warning = NULL, units_expected = NULL, "
+                   "indexed_at = NULL WHERE content_hash IN (SELECT unnest(?))", [hashes])
+        return [r["path"] for r in rows]
 
     def hashes_in_use(self, hashes: list[str]) -> set[str]:
         """Those of ``hashes`` that some file still holds."""

@@ -119,6 +119,7 @@ class VectorStore(Protocol):
     def delete_contents(self, hashes: list[str]) -> None: ...
     def delete_points(self, ids: dict[str, list[str]]) -> None: ...
     def set_file_fields(self, fields: dict[str, dict]) -> None: ...
+    def set_aside(self, space: str) -> Path | None: ...
     def drop_space(self, space: str) -> None: ...
     def search(self, queries: list[SpaceQuery]) -> list[list[Hit]]: ...
     def count(self, space: str, kinds: list[str] | None = None) -> int: ...
@@ -133,6 +134,7 @@ class _Store:
     """What both backends share: the space registry, point conversion, the query loop."""
 
     def __init__(self):
+        self.damaged: dict[str, str] = {}  # space -> why it cannot be read (the embedded engine's shards)
         self._lock = threading.RLock()
         self._dims: dict[str, int] = {}
         self.hnsw_ef, self.acorn = HNSW_EF, ACORN
@@ -224,12 +226,48 @@ class EdgeStore(_Store):
         self._shards: dict[str, object] = {}
         self._swap = threading.Lock()  # a shard is not swapped for its rebuilt copy mid-query
         self._meta = self.root / "spaces.json"
-        dims = json.loads(self._meta.read_text()) if self._meta.exists() else {}
+        try:
+            dims = json.loads(self._meta.read_text()) if self._meta.exists() else {}
+        except (OSError, ValueError) as e:
+            from msearch.errors import ConfigError
+
+            raise ConfigError(f"the vector store's list of spaces {self._meta} is damaged ({e}); move the "
+                              f"folder {self.root} away and index your folders again") from e
         for space, dim in dims.items():
             self._recover(space)
-            self._shards[space] = E.EdgeShard.load(str(self.root / space))
+            try:
+                shard = E.EdgeShard.load(str(self.root / space))
+                self._index_fields(shard)
+            except Exception as e:  # a damaged shard: the others still serve; verify names it
+                self.damaged[space] = f"{self.root / space}: {str(e)[:300]}"
+                log.error("the %s vectors cannot be opened (%s); `msearch verify --repair` rebuilds them",
+                          space, self.damaged[space])
+                continue
+            self._shards[space] = shard
             self._dims[space] = int(dim)
-            self._index_fields(self._shards[space])
+
+    def set_aside(self, space: str) -> Path | None:
+        """Move a damaged shard out of the way (kept as ``<space>.damaged-<time>``) and forget the
+        space: its next write makes it anew."""
+        import time
+
+        path = self.root / space
+        with self._lock:
+            self.damaged.pop(space, None)
+            self._dims.pop(space, None)
+            shard = self._shards.pop(space, None)
+            if shard is not None:
+                shard.close()
+            aside = None
+            if path.exists():
+                aside = path.with_name(f"{space}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+                path.rename(aside)
+            spaces = json.loads(self._meta.read_text()) if self._meta.exists() else {}
+            spaces.pop(space, None)
+            tmp = self._meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(spaces))
+            tmp.replace(self._meta)
+            return aside
 
     def _index_fields(self, shard) -> None:
         """Payload indexes for what queries filter on (made once; a shard from an older version
@@ -254,6 +292,11 @@ class EdgeStore(_Store):
         shutil.rmtree(build, ignore_errors=True)
 
     def _create(self, space: str, dim: int, sparse: bool, multi: bool) -> None:
+        if space in self.damaged:
+            from msearch.errors import ConfigError
+
+            raise ConfigError(f"the {space} vectors cannot be opened ({self.damaged[space]}); "
+                              "run `msearch verify --repair` to set them aside and embed their files again")
         E = self._E
         vectors = {DENSE: E.EdgeVectorParams(size=dim, distance=E.Distance.Cosine)}
         if multi:  # exact MaxSim over the few candidates of the first stage: no HNSW graph
@@ -530,6 +573,9 @@ class ClientStore(_Store):
 
     def flush(self) -> None:
         pass
+
+    def set_aside(self, space: str) -> None:
+        self.drop_space(space)
 
     def optimize(self) -> None:
         pass  # a Qdrant server optimizes by itself; local mode has no index
