@@ -273,10 +273,16 @@ class EdgeStore(_Store):
         """Payload indexes for what queries filter on (made once; a shard from an older version
         gets the ones it lacks when it opens)."""
         E = self._E
-        types = {"keyword": E.PayloadSchemaType.Keyword, "float": E.PayloadSchemaType.Float,
-                 "integer": E.PayloadSchemaType.Integer}
+        # File fields get no HNSW links of their own: a graph per folder (every folder above every
+        # file) and per value range doubled the index build; Qdrant filters with the payload index
+        # (few matches) or within the main graph (ACORN) instead.
+        types = {"keyword": E.KeywordIndexParams(enable_hnsw=False), "float": E.FloatIndexParams(enable_hnsw=False),
+                 "integer": E.IntegerIndexParams(lookup=False, range=True, enable_hnsw=False)}
         have = set(shard.info().payload_schema)
-        for key, kind in {"content_hash": "keyword", "kind": "keyword", **FILE_FIELDS}.items():
+        for key in ("content_hash", "kind"):
+            if key not in have:
+                shard.update(E.UpdateOperation.create_field_index(key, E.PayloadSchemaType.Keyword))
+        for key, kind in FILE_FIELDS.items():
             if key not in have:
                 shard.update(E.UpdateOperation.create_field_index(key, types[kind]))
 
@@ -503,9 +509,12 @@ class ClientStore(_Store):
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if sparse else None,
         )
         if not self._local:  # local mode has no payload indexes (and warns)
-            types = {"keyword": m.PayloadSchemaType.KEYWORD, "float": m.PayloadSchemaType.FLOAT,
-                     "integer": m.PayloadSchemaType.INTEGER}
-            for key, kind in {"content_hash": "keyword", "kind": "keyword", **FILE_FIELDS}.items():
+            for key in ("content_hash", "kind"):
+                self._client.create_payload_index(self._name(space), key, m.PayloadSchemaType.KEYWORD)
+            types = {"keyword": m.KeywordIndexParams(type="keyword", enable_hnsw=False),
+                     "float": m.FloatIndexParams(type="float", enable_hnsw=False),
+                     "integer": m.IntegerIndexParams(type="integer", lookup=False, range=True, enable_hnsw=False)}
+            for key, kind in FILE_FIELDS.items():  # no HNSW links of their own (see EdgeStore._index_fields)
                 self._client.create_payload_index(self._name(space), key, types[kind])
 
     def _sparse(self, vector):
