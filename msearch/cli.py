@@ -152,6 +152,9 @@ def cmd_index(settings: Settings, args) -> int:
                 stop_local(settings)
         print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary),
               file=out, flush=True)
+    if summary.get("error"):
+        print(f"msearch: {summary['error']}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -131,6 +131,10 @@ class IndexSettings(_Section):
     whisper_num_gpus: float = 0.0
     write_batch_size: int = 512  # units per write to the store owner
     write_tasks: int = Field(2, ge=1)  # write tasks at once with the embedded store (a Qdrant server: no limit)
+    # Free space kept on the data dir's disk: a write that would leave less stops the run with a
+    # clear message (the stores map their files into memory; a disk that fills under them kills
+    # the process instead of failing the write).
+    disk_reserve_mb: int = Field(128, ge=0)
     # CPU niceness of the processes that index (0-19; 0: leave it), so that search answers first.
     niceness: int = Field(19, ge=0, le=19)
     # A file that failed is tried again on later runs after this long, doubling per failure up to

@@ -18,6 +18,7 @@ from pathlib import Path
 import ray
 
 from msearch.embed import ROLE_PURPOSE, ROLES, SPACE_KINDS, SPEECH_ROLES, available_roles
+from msearch.errors import DiskFull
 from msearch.files import check_roots, walk
 from msearch.settings import Settings, load_settings
 from pipelines import schema
@@ -56,7 +57,9 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
     ctx.enable_operator_progress_bars = progress
     ctx.print_on_execution_start = verbose
     if not verbose:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        # A failed task's traceback is Ray Data's to log at ERROR; the run raises it to us anyway, and
+        # an expected stop (a full disk) is said once, in words, by the summary.
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
     def execute(rows: list[dict], build, embedding: bool, speech: bool) -> dict:
         cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech)
@@ -111,20 +114,31 @@ def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, 
     seconds["plan"] = time.perf_counter() - clock
     log.info("%d files found, %d new or changed", len(entries), len(todo))
     written = 0
+    full = None  # the disk filled up: the run stops, what it settled stays
     if todo:
         roles = [r for r in models if r in SPACE_KINDS]  # the models the embedding actors load
         speech = all(r in models for r in SPEECH_ROLES)
         rows = [{n: e.get(n) for n in schema.FILES.names} for e in todo]
         clock = time.perf_counter()
-        written = execute(rows, lambda cpus, tasks=None: index_stages(settings, run_id, models, missing, roles,
-                                                                     speech, cpus, tasks),
-                          bool(roles), speech)["units"]
+        try:
+            written = execute(rows, lambda cpus, tasks=None: index_stages(settings, run_id, models, missing, roles,
+                                                                         speech, cpus, tasks),
+                              bool(roles), speech)["units"]
+        except Exception as e:
+            full = cause(e, DiskFull)
+            if full is None:
+                raise
+            log.error("%s", full)
         seconds["pipeline"] = time.perf_counter() - clock
-    report = owner.finish_run(run_id)
-    clock = time.perf_counter()
-    # Files under the folders given that are no longer on disk leave the index.
-    removed = owner.reconcile([str(p) for p in paths if p.is_dir()], entries)
-    seconds["reconcile"] = time.perf_counter() - clock
+    removed: list[str] = []
+    if full is not None:
+        report = owner.abort_run(run_id, str(full))
+    else:
+        report = owner.finish_run(run_id)
+        clock = time.perf_counter()
+        # Files under the folders given that are no longer on disk leave the index.
+        removed = owner.reconcile([str(p) for p in paths if p.is_dir()], entries)
+        seconds["reconcile"] = time.perf_counter() - clock
     summary = {
         "seen": len(entries),
         "indexed": len(report.get("indexed", [])),
@@ -138,8 +152,21 @@ def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, 
         # list, plan, reconcile and the pipeline's wall time from here; hash, claim and write as
         # timed by the owner; decode and embed summed over units (they run in parallel).
         "stage_seconds": {**{k: round(v, 3) for k, v in seconds.items()}, **report.get("stage_seconds", {})},
+        "warnings": report.get("warnings", []),
+        "error": report.get("error"),
     }
     return summary, report
+
+
+def cause(e: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``e`` or the first of its causes (through Ray's and Ray Data's wrappers) that is a ``kind``."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
 
 
 def _decode_tasks(settings: Settings) -> int | None:
@@ -189,6 +216,9 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> tuple[dict[s
 
 def format_summary(summary: dict, limit: int = 20) -> str:
     removed = summary.get("removed") or []
+    tail = [f"warning: {w}" for w in summary.get("warnings") or []]
+    if summary.get("error"):
+        tail.append(f"the run stopped: {summary['error']}")
     lines = [
         f"{summary['seen']} files seen: {summary['indexed']} indexed, {summary['unchanged']} unchanged, "
         f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped"
@@ -206,7 +236,7 @@ def format_summary(summary: dict, limit: int = 20) -> str:
             lines.append(f"  skipped {paths[0]}: {reason}")
         else:
             lines.append(f"  skipped {len(paths)} files ({paths[0]}, ...): {reason}")
-    return "\n".join(lines)
+    return "\n".join(lines + tail)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,8 @@ def test_text_search_with_kinds(http):
     body = r.json()
     assert [x["path"] for x in body["results"]][0] == str(corpus / "docs" / "budget.md")
     first = body["results"][0]
-    assert set(first) == {"path", "file_id", "kind", "score", "start_s", "end_s", "page", "text", "thumbnail"}
+    assert set(first) == {"path", "file_id", "kind", "score", "start_s", "end_s", "page", "text", "thumbnail",
+                          "modified", "size", "duration_s", "moments"}
     assert first["kind"] == "text" and first["thumbnail"] is None and first["start_s"] is None
     assert "budget" in first["text"]
     assert len(body["results"]) == 2

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import defaultdict
 
-from msearch.errors import ConfigError, NotFound
+from msearch.errors import ConfigError, DiskFull, NotFound
 from msearch.library.claims import Claims, file_id_for
 from msearch.library.contents import Contents, duration_of
 from msearch.library.format import FORMAT, check_format, write_format
@@ -48,9 +48,9 @@ class Library:
         self.thumbs = Thumbnails(self.catalog, settings.thumbs_path)
         self.ledger = RunLedger()
         self.contents = Contents(self.catalog, self.vectors, self.thumbs, self.ledger)
-        self.claims = Claims(settings, self.catalog, self.ledger, self.contents, self.give_way)
+        self.claims = Claims(settings, self.catalog, self.ledger, self.contents, self.give_way, self.check_space)
         self.writer = Writer(self.catalog, self.vectors, self.thumbs, self.ledger, self.contents, self.check_models,
-                             self.give_way)
+                             self.give_way, self.check_space)
         self.reports = Reports(settings, self.catalog, self.vectors, self.thumbs)
         self._lock = threading.RLock()  # one bookkeeping call at a time; searches do not wait
         self._searches = 0  # searches running in this process; bookkeeping gives way to them
@@ -87,6 +87,20 @@ class Library:
 
     def ping(self) -> dict:
         return {"data_dir": str(self.settings.data_dir), "spaces": self.vectors.spaces()}
+
+    def check_space(self, need: int = 0) -> None:
+        """Refuse a write (:class:`DiskFull`) that would leave less than the reserve free on the
+        data dir's disk: the stores map their files into memory, and a disk that fills under
+        them stops the process (SIGBUS) instead of failing the write."""
+        import shutil
+
+        reserve = self.settings.index.disk_reserve_mb << 20
+        free = shutil.disk_usage(self.settings.data_dir).free
+        if free - need < reserve:
+            raise DiskFull(f"the disk holding {self.settings.data_dir} is full: {free / 2**20:.1f} MB free, and "
+                           f"msearch keeps {reserve >> 20} MB free (MSEARCH_INDEX__DISK_RESERVE_MB)"
+                           f"{f' besides the {need / 2**20:.1f} MB this step writes' if need else ''}: free some "
+                           "space and run again; what was indexed before is kept")
 
     def check_models(self, models: dict[str, str], record: bool = False) -> None:
         """Refuse a model that differs from the one a space was built with; ``record``: note the
@@ -141,11 +155,30 @@ class Library:
         # the index's size (35-120 s per 100k new 512-d points on 2 cores); it is built in a
         # process of its own and swapped in, so searches are answered meanwhile.
         clock = time.perf_counter()
-        self.vectors.optimize()
+        warnings = []
+        try:
+            self.vectors.optimize()
+        except DiskFull as e:  # the run's files are indexed; only the index build waits for room
+            log.error("%s", e)
+            warnings.append(str(e))
         stages["optimize"] = stages.get("optimize", 0.0) + time.perf_counter() - clock
         report = {k: list(v) for k, v in outcomes.items()}
+        report["warnings"] = warnings
         # Seconds per stage; decode and embed are summed over the units (done in parallel).
         report["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
+        return report
+
+    def abort_run(self, run_id: str, why: str) -> dict:
+        """End a run that cannot go on (a full disk): what it settled stays; the contents it was
+        embedding are let go without writing anything (their files stay ``pending``, and the next
+        run's claim drops what they left half-written). Returns the run's report."""
+        with self._lock:
+            for h in self.ledger.contents_of({run_id}):
+                self.ledger.release(h)
+            outcomes, stages = self.ledger.end(run_id)
+        report = {k: list(v) for k, v in outcomes.items()}
+        report["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
+        report["error"] = why
         return report
 
     # -- files that are gone ---------------------------------------------------------------

@@ -19,9 +19,11 @@ def models_of(row: dict) -> dict:
 
 
 class Claims:
-    def __init__(self, settings, catalog: Catalog, ledger: RunLedger, contents: Contents, give_way=lambda: None):
+    def __init__(self, settings, catalog: Catalog, ledger: RunLedger, contents: Contents, give_way=lambda: None,
+                 check_space=lambda need=0: None):
         self.settings, self.catalog, self.ledger, self.contents = settings, catalog, ledger, contents
         self.give_way = give_way  # called between steps: lets a search in the same process go first
+        self.check_space = check_space  # raises DiskFull before a write the disk cannot take
 
     def backoff(self, row: dict) -> float:
         """Seconds before an unchanged file that failed is tried again: doubling per failure."""
@@ -115,6 +117,7 @@ class Claims:
             if old and old["content_hash"] and old["content_hash"] != h:
                 replaced.append(old["content_hash"])
         self.give_way()
+        self.check_space()
         self.catalog.upsert_files(updates)
         self.give_way()
         # What an interrupted earlier try left of a content (its units are written before its

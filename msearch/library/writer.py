@@ -61,10 +61,11 @@ def to_points(units: list[dict], fields: dict[str, dict] | None = None
 
 class Writer:
     def __init__(self, catalog: Catalog, vectors: VectorStore, thumbs: Thumbnails, ledger: RunLedger,
-                 contents: Contents, check_models, give_way=lambda: None):
+                 contents: Contents, check_models, give_way=lambda: None, check_space=lambda need=0: None):
         self.catalog, self.vectors, self.thumbs = catalog, vectors, thumbs
         self.ledger, self.contents, self.check_models = ledger, contents, check_models
         self.give_way = give_way  # called between steps: lets a search in the same process go first
+        self.check_space = check_space  # raises DiskFull before a write the disk cannot take
         self._complete: dict[str, tuple[str, dict]] = {}  # content -> (run, outcome): written, not yet flushed
         self._committed_at = time.monotonic()
         self._commit_s = 0.0  # what the last commit took
@@ -107,6 +108,10 @@ class Writer:
             self._stored.update(u["content_hash"] for u in keep)
         hashes = {u["content_hash"] for u in keep}
         points, rows, thumbs = to_points(keep, {h: file_fields(self.ledger.files.get(h, [])) for h in hashes})
+        # What this step writes, roughly: thumbnails, texts, vectors (4 bytes a dimension, twice:
+        # the store's storage and its write-ahead log).
+        self.check_space(sum(len(t) for t in thumbs.values()) + sum(len(r.get("text") or "") for r in rows) +
+                         sum(8 * len(p.dense or ()) + 600 for ps in points.values() for p in ps))
         self.check_models({r["space"]: r["model"] for r in rows}, record=True)
         self.thumbs.save(thumbs)
         self.give_way()

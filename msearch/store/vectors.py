@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -216,7 +217,7 @@ class _Store:
 class EdgeStore(_Store):
     """Embedded Qdrant engine (qdrant-edge-py): one shard directory per space."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, reserve: int = 0):
         import qdrant_edge as E
 
         super().__init__()
@@ -226,6 +227,20 @@ class EdgeStore(_Store):
         self._shards: dict[str, object] = {}
         self._swap = threading.Lock()  # a shard is not swapped for its rebuilt copy mid-query
         self._meta = self.root / "spaces.json"
+        self.reserve = reserve  # bytes kept free on the disk (writes, a build's copy)
+        if (self.root / "spaces.json").exists():
+            import shutil
+
+            free = shutil.disk_usage(self.root).free
+            least = max(reserve // 4, 8 << 20)  # writes keep the whole reserve; reading needs less
+            if free < least:
+                from msearch.errors import DiskFull
+
+                # Opening maps the shards' files and their write-ahead logs (two 32 MB segments
+                # each) into memory: on a disk that fills meanwhile the process would die, not fail.
+                raise DiskFull(f"the disk holding the vector store {self.root} is full: {free / 2**20:.1f} MB free, "
+                               f"and msearch needs {least >> 20} MB free to open it (a quarter of "
+                               "MSEARCH_INDEX__DISK_RESERVE_MB): free some space and run again; nothing indexed is lost")
         try:
             dims = json.loads(self._meta.read_text()) if self._meta.exists() else {}
         except (OSError, ValueError) as e:
@@ -344,23 +359,23 @@ class EdgeStore(_Store):
     def _set_payload(self, space, content_hash, payload):
         E = self._E
         flt = E.Filter(must=[E.FieldCondition(key="content_hash", match=E.MatchValue(value=content_hash))])
-        with self._lock:
+        with self._lock, self._writing():
             self._shards[space].update(E.UpdateOperation.set_payload_by_filter(flt, payload))
 
     def upsert(self, space: str, points: list[PointData]) -> None:
         out = [self._E.Point(p.id, self._vectors(p), p.payload) for p in points]
-        with self._lock:
+        with self._lock, self._writing():
             self._shards[space].update(self._E.UpdateOperation.upsert_points(out))
 
     def delete_contents(self, hashes: list[str]) -> None:
         E = self._E
         flt = E.Filter(must=[E.FieldCondition(key="content_hash", match=E.MatchAny(any=list(hashes)))])
-        with self._lock:
+        with self._lock, self._writing():
             for shard in self._shards.values():
                 shard.update(E.UpdateOperation.delete_points_by_filter(flt))
 
     def delete_points(self, ids: dict[str, list[str]]) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             for space, point_ids in ids.items():
                 if space in self._shards and point_ids:
                     self._shards[space].update(self._E.UpdateOperation.delete_points(list(point_ids)))
@@ -404,9 +419,19 @@ class EdgeStore(_Store):
         return {str(r.id): list(r.vector[using]) for r in recs}
 
     def flush(self) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             for shard in self._shards.values():
                 shard.flush()
+
+    @contextmanager
+    def _writing(self):
+        """The engine's failure to write, when the disk is full, said as such."""
+        try:
+            yield
+        except Exception as e:
+            if "no space left" not in str(e).lower() and getattr(e, "errno", None) != 28:
+                raise
+            raise disk_full(f"the vector store {self.root}", self.root, e) from e
 
     def optimize(self) -> None:
         """Merge small segments and build the HNSW index over what was written.
@@ -438,14 +463,34 @@ class EdgeStore(_Store):
                 shard.optimize()  # nothing to build, or little: no process and no copy for it
                 return
             shutil.rmtree(build, ignore_errors=True)
+            # The shard's files are sparse (32 MB chunks mapped into memory, mostly holes): what
+            # they hold is their allocated blocks, which a sparse copy takes again.
+            size = sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+            if shutil.disk_usage(self.root).free < 2 * size + self.reserve:  # the copy, and what the build adds
+                raise disk_full(f"building the {space} index needs a copy of its shard ({size / 2**20:.0f} MB) and "
+                                f"as much again: the disk of {self.root}", self.root,
+                                OSError(28, "not enough space for the copy"),
+                                "searches go on without the index (slower) until a run builds it")
             try:
-                shutil.copytree(path, build)
+                _sparse_copy(path, build)
+            except OSError as e:  # shutil.Error too: it collects the files that could not be copied
+                shutil.rmtree(build, ignore_errors=True)
+                if e.errno != 28 and "no space left" not in str(e).lower():
+                    raise
+                raise disk_full(f"building the {space} index needs a copy of its shard ({size / 2**20:.0f} MB): "
+                                f"the disk of {self.root}", self.root, e,
+                                "searches go on without the index (slower) until a run builds it") from e
+            try:
                 done = subprocess.run([sys.executable, "-m", "msearch.store.index_build", str(build)],
                                       capture_output=True, text=True, timeout=24 * 3600)
             except (OSError, subprocess.SubprocessError) as e:
                 done = subprocess.CompletedProcess([], 1, "", str(e))
             if done.returncode != 0:
                 shutil.rmtree(build, ignore_errors=True)
+                if "no space left" in (done.stderr or "").lower():
+                    raise disk_full(f"building the {space} index: the disk of {self.root}", self.root,
+                                    OSError(28, "No space left on device"),
+                                    "searches go on without the index (slower) until a run builds it")
                 log.warning("building the %s index in a process of its own failed (%s); building it here, "
                             "searches wait meanwhile", space, (done.stderr or "").strip()[-500:])
                 shard.optimize()
@@ -605,6 +650,34 @@ def _ranges(where: Where):
     return out
 
 
+def _sparse_copy(source: Path, target: Path) -> None:
+    """Copy a shard keeping its files' holes (coreutils' cp; a plain copy where there is none):
+    a shard of a few megabytes spans over a hundred in mostly empty 32 MB chunks."""
+    import shutil
+    import subprocess
+
+    if shutil.which("cp") is None:
+        shutil.copytree(source, target)
+        return
+    done = subprocess.run(["cp", "-a", "--sparse=always", str(source), str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise OSError(28 if "No space left" in done.stderr else 5, done.stderr.strip() or "cp failed")
+
+
+def disk_full(what: str, where: Path, e: Exception, then: str = "what was indexed before is kept; free some "
+              "space and run again"):
+    """A DiskFull error naming what could not be written and how much room is left."""
+    import shutil
+
+    from msearch.errors import DiskFull
+
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MB free"
+    except OSError:
+        free = "no space left"
+    return DiskFull(f"{what} is full ({free}; {str(e).strip()[:160]}): {then}")
+
+
 def shared_server(settings) -> bool:
     """Whether the vectors live on a Qdrant server that every process can reach (write tasks and
     search replicas then talk to it directly); ``:memory:`` is one process's own local mode."""
@@ -614,4 +687,4 @@ def shared_server(settings) -> bool:
 def open_vector_store(settings) -> VectorStore:
     if settings.qdrant_url:
         return ClientStore(settings.qdrant_url, prefix=settings.collection, api_key=settings.qdrant_api_key)
-    return EdgeStore(settings.vectors_path)
+    return EdgeStore(settings.vectors_path, reserve=settings.index.disk_reserve_mb << 20)
