@@ -7,13 +7,15 @@ from msearch.client import StoreIndex
 
 
 def ray_index(settings) -> StoreIndex:
-    from pipelines.cluster import connect, disconnect
+    from pipelines.cluster import connect, disconnect, stop_local
     from pipelines.owner import OwnerClient, get_owner
 
-    connect(settings)
+    # The owner may have ended since it was found: then this process started Ray and an owner.
+    started = connect(settings)
+    end = (lambda: stop_local(settings)) if started else disconnect
     try:
         store = OwnerClient(get_owner(settings, create=False))
     except BaseException:
-        disconnect()
+        end()
         raise
-    return StoreIndex(settings, store, [disconnect])
+    return StoreIndex(settings, store, [end])

@@ -222,7 +222,8 @@ def format_summary(summary: dict, limit: int = 20) -> str:
     lines = [
         f"{summary['seen']} files seen: {summary['indexed']} indexed, {summary['unchanged']} unchanged, "
         f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped"
-        + (f", {len(removed)} removed (gone from disk)" if removed else "") + f" ({summary['seconds']} s)"
+        + (f", {len(removed)} removed (gone from disk)" if removed else "")
+        + (f"; {summary['units']} units embedded" if summary.get("units") else "") + f" ({summary['seconds']} s)"
     ]
     for item in summary["failed"][:limit]:
         lines.append(f"  failed  {item['path']}: {item['error']}")

@@ -66,7 +66,7 @@ class IndexSink(Datasink):
                 else:
                     out["settled"] += owner.write(batch)
                 seconds = time.perf_counter() - start
-                out["units"] += len(batch)
+                out["units"] += sum(1 for u in batch if u.get("space") and not u.get("error"))  # not failures
                 out["write_s"] += seconds
                 log.info("write: %d units in %.2fs", len(batch), seconds)
         return out

@@ -48,7 +48,7 @@ def run_server(settings, verbose: bool = False) -> int:
         _exit_if_stuck(after_s=120)
         forget_runtime(settings, "http")
         if started:
-            stop_local(settings)  # the store owner closes its stores, then the whole local Ray goes
+            stop_local(settings, wait_for_others=False)  # the owner closes its stores, then the local Ray goes
         else:
             try:
                 serve.delete("msearch")
