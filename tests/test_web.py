@@ -274,7 +274,8 @@ def test_the_status_page_lists_failures_models_and_takes_control_actions(page, s
     page.click(".control button >> text=Save")
     page.fill("#index-path", str(root / "notes"))
     page.click("#index-button")
-    page.wait_for_function("document.querySelector('.control .message').textContent.length > 0")
+    # The index request's outcome replaces the "Done" the token's Save left.
+    page.wait_for_function("!['', 'Done'].includes(document.querySelector('.control .message').textContent)")
     assert page.evaluate("localStorage.getItem('msearch.token')") == "web-token"
     # No roots are configured in this app: the server refuses, and the page says why.
     assert "MSEARCH_ROOTS" in page.text_content(".control .message") and queue.submitted == []

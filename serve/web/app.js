@@ -466,6 +466,7 @@ function control() {
     el("p", { class: "help", text: t.tokenHelp }),
     el("div", { class: "row" }, el("label", {}, el("span", { text: t.indexFolder }), folder),
     el("button", { type: "button", id: "index-button", text: t.index, onclick: async () => {
+      message.textContent = "";  // no earlier outcome stands for this one
       try {
         const r = await api("/api/v1/files/process", authorized({ method: "POST", body: JSON.stringify({ path: folder.value.trim() }) }));
         message.textContent = t.queued(r.path);
@@ -474,6 +475,7 @@ function control() {
     el("div", { class: "row" }, el("label", {}, el("span", { text: t.reset }), what),
     el("button", { type: "button", id: "reset-button", text: t.reset, onclick: async () => {
       if (!confirm(t.confirmReset)) return;
+      message.textContent = "";
       try {
         await api("/api/v1/system/reset", authorized({ method: "POST", body: JSON.stringify({ reset_type: what.value }) }));
         message.textContent = t.done;
