@@ -69,7 +69,8 @@ class TokenFile:
 
 def check_bearer(authorization: str | None, token: str) -> None:
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given.strip(), token):
+    if scheme.lower() != "bearer" or not given or \
+            not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode()):
         raise Unauthorized("this request needs the API token: Authorization: Bearer <token> "
                            "(the token is in the data dir's api_token file)")
 

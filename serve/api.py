@@ -255,7 +255,10 @@ def create_app(backend: Backend) -> FastAPI:
         """The original file of an indexed file, with HTTP range requests (a ``<video>`` seeks);
         at most 16 ranges a request, none overlapping another."""
         row, path = _current_file(backend, file_id)
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise NotFound(f"{path} is no longer on disk") from e
         check_ranges(range, st.st_size)
         return FileResponse(path, media_type=media_type(row), filename=None,
                             headers={"Cache-Control": "private, max-age=60"}, stat_result=st)
@@ -282,9 +285,9 @@ def create_app(backend: Backend) -> FastAPI:
             raise BadInput(f"start_s is past the end of the recording ({duration:.1f} s)")
         cache = settings.data_dir / "cache" / "clips"
         out = clips.clip_path(cache, row["content_hash"], start_s, end_s, format)
+        clips.trim_cache(cache, max(0, settings.serve.clip_cache - 1))  # first: never the cut this request serves
         clips.make_clip(Path(path), out, start_s, end_s, format, ffmpeg_binary(settings.video.ffmpeg),
                         audio_only=row["kind"] == "audio")
-        clips.trim_cache(cache, settings.serve.clip_cache)
         return FileResponse(out, media_type=clips.FORMATS[format][0] if row["kind"] == "video"
                             else clips.FORMATS[format][0].replace("video/", "audio/"),
                             headers={"Cache-Control": "private, max-age=3600"})

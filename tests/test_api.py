@@ -257,6 +257,8 @@ def test_the_control_api_needs_the_token(api):
     assert client.post("/api/v1/files/process", json={"path": str(root)}).status_code == 401
     assert client.post("/api/v1/system/reset", json={"reset_type": "index"},
                        headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/api/v1/system/reset", json={"reset_type": "index"},  # not ASCII: refused, no crash
+                       headers={"Authorization": "Bearer é".encode()}).status_code == 401
     assert queue.submitted == []
     r = client.get("/api/v1/files/" + "0" * 16)
     assert r.status_code == 404 and "detail" in r.json()

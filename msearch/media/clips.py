@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 from msearch.errors import BadInput
@@ -32,9 +33,11 @@ def make_clip(source: Path, out: Path, start_s: float, end_s: float, fmt: str, b
     """Cut ``[start_s, end_s)`` of ``source`` to ``out`` (made atomically; reused when there)."""
     if fmt not in FORMATS:
         raise BadInput(f"clip format must be one of {sorted(FORMATS)}")
-    if out.exists():
-        os.utime(out)  # recently used
+    try:
+        os.utime(out)  # there already: recently used
         return out
+    except FileNotFoundError:
+        pass
     out.parent.mkdir(parents=True, exist_ok=True)
     codecs = FORMATS[fmt][1]
     if audio_only:
@@ -42,7 +45,7 @@ def make_clip(source: Path, out: Path, start_s: float, end_s: float, fmt: str, b
         video_at = codecs.index("-c:a")
         codecs = ["-vn", *codecs[video_at:]] + (["-movflags", "+faststart"] if fmt == "mp4" else [])
     scale = [] if audio_only else ["-vf", f"scale=-2:'min({max_height},ih)'"]
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")  # requests cutting the same clip at once
     cmd = [binary, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{start_s:.3f}", "-i", str(source),
            "-t", f"{end_s - start_s:.3f}", *scale, *codecs, "-f", fmt, "-y", str(tmp)]
     try:

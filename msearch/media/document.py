@@ -255,6 +255,8 @@ def render_page(path: Path, number: int, short_side: int, quality: int = 85) -> 
         try:
             width, height = page.get_size()
             image = Page(number, "", 0, width, height, page).render(short_side)
+        except pdfium.PdfiumError as e:
+            raise BadInput(f"page {number} cannot be rendered ({e})") from e
         finally:
             page.close()
     finally:
