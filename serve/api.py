@@ -255,13 +255,14 @@ def create_app(backend: Backend) -> FastAPI:
         """The original file of an indexed file, with HTTP range requests (a ``<video>`` seeks);
         at most 16 ranges a request, none overlapping another."""
         row, path = _current_file(backend, file_id)
+        fd, st = _open_checked(backend, row, path)
         try:
-            st = os.stat(path)
-        except OSError as e:
-            raise NotFound(f"{path} is no longer on disk") from e
-        check_ranges(range, st.st_size)
-        return FileResponse(path, media_type=media_type(row), filename=None,
-                            headers={"Cache-Control": "private, max-age=60"}, stat_result=st)
+            check_ranges(range, st.st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _OpenedFile(fd, path, media_type=media_type(row), filename=None,
+                           headers={"Cache-Control": "private, max-age=60"}, stat_result=st)
 
     @app.get("/api/v1/files/{file_id}/clip", response_class=FileResponse,
              responses={200: {"content": {"video/webm": {}, "video/mp4": {}}}, 206: {}, 400: {}, 404: {}, 409: {}})
@@ -537,6 +538,53 @@ def _current_file(backend: Backend, file_id: str) -> tuple[dict, str]:
     if st.st_size != row["size"] or abs(st.st_mtime - (row["mtime"] or 0.0)) > 1e-3:
         raise Conflict(f"{path} changed since it was indexed; index it again")
     return row, path
+
+
+def _open_checked(backend: Backend, row: dict, path: str) -> tuple[int, os.stat_result]:
+    """Open the file :func:`_current_file` approved and check the open file again (a regular
+    file, the same size and time, and, unless links are followed, at the same real path): what
+    is served is read from this open file, so a link swapped in after the checks is never read."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise Conflict(f"{path} is no longer the regular file that was indexed; index it again") from e
+    try:
+        st = os.fstat(fd)
+        moved = not backend.settings.index.follow_symlinks and os.path.exists(f"/proc/self/fd/{fd}") and \
+            os.readlink(f"/proc/self/fd/{fd}") != path
+        if not stat.S_ISREG(st.st_mode) or moved or st.st_size != row["size"] or \
+                abs(st.st_mtime - (row["mtime"] or 0.0)) > 1e-3:
+            raise Conflict(f"{path} is no longer the regular file that was indexed; index it again")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+class _OpenedFile(FileResponse):
+    """A file response read from an open file (through ``/proc/self/fd`` where there is one),
+    which it closes when the response ends, sent whole or not."""
+
+    def __init__(self, fd: int, path: str, **kwargs):
+        self._fd = fd
+        opened = f"/proc/self/fd/{fd}"
+        super().__init__(opened if os.path.exists(opened) else path, **kwargs)
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):  # never sent (an error on the way out): the file is closed all the same
+        self._close()
 
 
 _TYPES = {".mkv": "video/x-matroska", ".webm": "video/webm", ".opus": "audio/ogg", ".ogg": "audio/ogg",

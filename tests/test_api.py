@@ -325,6 +325,24 @@ def test_served_media_cannot_escape_to_other_files(api, tmp_path):
         target.write_bytes(saved[0])
         os.utime(target, (saved[1].st_atime, saved[1].st_mtime))
     assert client.get(f"/api/v1/files/{fid}/content").status_code == 200
+    # A link swapped in after the checks, before the bytes are read: what is sent is the file
+    # that was checked (opened then), never the link's target.
+    import serve.api as api_module
+
+    def swap(header, size):
+        target.rename(tmp_path / "garden.kept")
+        target.symlink_to(secret)
+        return check(header, size)
+
+    check, api_module.check_ranges = api_module.check_ranges, swap
+    try:
+        r = client.get(f"/api/v1/files/{fid}/content")
+        assert r.status_code == 200 and r.content == saved[0] and "not for the web" not in r.text
+    finally:
+        api_module.check_ranges = check
+        target.unlink()
+        (tmp_path / "garden.kept").rename(target)
+    assert client.get(f"/api/v1/files/{fid}/content").content == saved[0]
     # A folder on the way replaced by a link to a folder holding a file of the same name and size.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
