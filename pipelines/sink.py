@@ -54,21 +54,20 @@ class IndexSink(Datasink):
         owner = self._owner or owner_client(self.settings)
         background(self.settings)
         out = {"units": 0, "settled": 0, "write_s": 0.0}
-        size = self.settings.index.write_batch_size
-        for block in blocks:
-            rows = block.to_pylist()
-            for i in range(0, len(rows), size):
-                start = time.perf_counter()
-                batch = rows[i:i + size]
-                if self.direct:
-                    self._store(batch)
-                    out["settled"] += owner.write([_without_vectors(u) for u in batch], stored=True)
-                else:
-                    out["settled"] += owner.write(batch)
-                seconds = time.perf_counter() - start
-                out["units"] += sum(1 for u in batch if u.get("space") and not u.get("error"))  # not failures
-                out["write_s"] += seconds
-                log.info("write: %d units in %.2fs", len(batch), seconds)
+        # Ray Data hands a task several small blocks (the embedding actor's batches) to reach
+        # ``min_rows_per_write``: the owner gets them as batches of ``write_batch_size`` units, not a
+        # call per block (each call costs the catalog a few statements, whatever its size).
+        for batch in _batches(blocks, self.settings.index.write_batch_size):
+            start = time.perf_counter()
+            if self.direct:
+                self._store(batch)
+                out["settled"] += owner.write([_without_vectors(u) for u in batch], stored=True)
+            else:
+                out["settled"] += owner.write(batch)
+            seconds = time.perf_counter() - start
+            out["units"] += sum(1 for u in batch if u.get("space") and not u.get("error"))  # not failures
+            out["write_s"] += seconds
+            log.info("write: %d units in %.2fs", len(batch), seconds)
         return out
 
     def _store(self, units: list[dict]) -> None:
@@ -94,3 +93,15 @@ def _without_vectors(unit: dict) -> dict:
     if unit.get("vector") is not None:
         out["dim"] = len(unit["vector"])
     return out
+
+
+def _batches(blocks, size: int):
+    """The rows of ``blocks``, in lists of ``size`` (the last one shorter)."""
+    held: list[dict] = []
+    for block in blocks:
+        held.extend(block.to_pylist())
+        while len(held) >= size:
+            yield held[:size]
+            held = held[size:]
+    if held:
+        yield held

@@ -222,3 +222,42 @@ def test_a_file_is_indexed_once_its_points_are_flushed(lib, fake_settings, tmp_p
     report = lib.finish_run("r1")
     assert flushes and lib.show(str(note))["status"] == "indexed"
     assert [os.path.basename(i["path"]) for i in report["indexed"]] == ["note.txt"]
+
+
+def test_the_sink_hands_the_owner_whole_batches_of_small_blocks(lib, fake_settings, tmp_path, embedders):
+    """Ray Data gives a write task several small blocks (the embedding actor's batches) at once:
+    the owner gets them as batches of ``write_batch_size`` units, and every file settles."""
+    from msearch.files import hash_entry, walk
+    from msearch.units import decode_file, embed_units
+    from pipelines import schema
+    from pipelines.sink import IndexSink
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"note{i}.txt").write_text(f"Note {i}: the harbour ferry leaves at noon.\n")
+    models = {"text": "fake-text"}
+    lib.begin_run("r1", models)
+    rows = [{**hash_entry(e, fake_settings.text.suffixes), "run_id": "r1"} for e in walk([folder])]
+    claimed = lib.claim("r1", rows, models, {})
+    units = embed_units([u for c in claimed for chunk in decode_file(c, fake_settings, models) for u in chunk],
+                        {"text": embedders["text"]})
+    blocks = [schema.table(units[i:i + 3], schema.EMBEDDED) for i in range(0, len(units), 3)]
+
+    class Recording:
+        def __init__(self):
+            self.sizes = []
+
+        def write(self, batch, **kwargs):
+            self.sizes.append(len(batch))
+            return lib.write(batch, **kwargs)
+
+    owner = Recording()
+    settings = fake_settings.model_copy(update={"index": fake_settings.index.model_copy(
+        update={"write_batch_size": 4})})
+    out = IndexSink(settings, owner=owner).write(blocks, None)
+    assert len(units) == 10 and len(blocks) == 4
+    assert owner.sizes == [4, 4, 2]  # not one call per block of 3
+    assert out["units"] == 10
+    report = lib.finish_run("r1")
+    assert len(report["indexed"]) == 10
