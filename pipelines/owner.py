@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -33,6 +34,9 @@ class StoreOwner:
             self.lock.release()
             raise
         self.library.job_alive = job_alive
+        # pyarrow imports pandas the first time it converts Python rows (~0.5 s, to look for
+        # pandas types): paid while the owner starts, not inside the first claim of a run.
+        pa.array([0])
 
     def call(self, method: str, *args, **kwargs):
         if method.startswith("_"):

@@ -100,8 +100,8 @@ def _batches(blocks, size: int):
     held: list[dict] = []
     for block in blocks:
         held.extend(block.to_pylist())
-        while len(held) >= size:
-            yield held[:size]
-            held = held[size:]
+        whole = len(held) - len(held) % size
+        yield from (held[i:i + size] for i in range(0, whole, size))
+        held = held[whole:]
     if held:
         yield held

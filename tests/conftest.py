@@ -110,6 +110,7 @@ def wait_no_ray_processes(timeout: float = 20.0) -> list[str]:
         left = ray_processes()
         if not left or time.monotonic() > deadline:
             return left
+        time.sleep(0.25)  # leave the CPU to the processes that are exiting
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def test_every_listener_of_a_running_server_is_on_loopback(tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=180)
-    assert not wait_no_ray_processes(60)
+    assert not wait_no_ray_processes(120)  # Ray's agents exit once they see the raylet gone: slow on a busy VM
     ports = {port_ for _, port_ in found}
     assert {port, dashboard} <= ports, found  # the search server and the dashboard are among them
     names = " ".join(found.values())

@@ -82,13 +82,6 @@ def damaged_catalog(path: str, e: Exception) -> str:
             f"anew and every file is embedded again; or restore it from a backup")
 
 
-def _convert_once() -> None:
-    """pyarrow imports pandas (when installed) the first time it converts Python objects, to
-    check for pandas types: about half a second, once per process. Paid here, while the store
-    opens, rather than by the first claim of a run."""
-    pa.array([0])
-
-
 class Catalog:
     """DuckDB file catalog. One process opens it (DuckDB's file lock enforces that)."""
 
@@ -111,7 +104,6 @@ class Catalog:
         except duckdb.Error as e:
             self._con.close()
             raise ConfigError(damaged_catalog(self.path, e)) from e
-        _convert_once()
 
     def close(self) -> None:
         with self._lock:
