@@ -535,9 +535,14 @@ def _current_file(backend: Backend, file_id: str) -> tuple[dict, str]:
     if not stat.S_ISREG(st.st_mode) or linked:
         raise Conflict(f"{path} is no longer the regular file that was indexed (a link or a moved folder "
                        "stands in its place); index it again")
-    if st.st_size != row["size"] or abs(st.st_mtime - (row["mtime"] or 0.0)) > 1e-3:
+    if _changed(st, row):
         raise Conflict(f"{path} changed since it was indexed; index it again")
     return row, path
+
+
+def _changed(st: os.stat_result, row: dict) -> bool:
+    """Whether the file ``st`` describes is not the size and time of the indexed ``row``."""
+    return st.st_size != row["size"] or abs(st.st_mtime - (row["mtime"] or 0.0)) > 1e-3
 
 
 def _open_checked(backend: Backend, row: dict, path: str) -> tuple[int, os.stat_result]:
@@ -554,8 +559,7 @@ def _open_checked(backend: Backend, row: dict, path: str) -> tuple[int, os.stat_
         st = os.fstat(fd)
         moved = not backend.settings.index.follow_symlinks and os.path.exists(f"/proc/self/fd/{fd}") and \
             os.readlink(f"/proc/self/fd/{fd}") != path
-        if not stat.S_ISREG(st.st_mode) or moved or st.st_size != row["size"] or \
-                abs(st.st_mtime - (row["mtime"] or 0.0)) > 1e-3:
+        if not stat.S_ISREG(st.st_mode) or moved or _changed(st, row):
             raise Conflict(f"{path} is no longer the regular file that was indexed; index it again")
     except BaseException:
         os.close(fd)
