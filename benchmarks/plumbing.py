@@ -9,13 +9,17 @@ then, in one run:
   `__TEXT=fake` and the other roles `none`, so that only msearch's own work counts.
 
 It prints files/s of both, their ratio, the store bookkeeping per 1,000 files (the run's own
-claim + write seconds) and the run's `stage_seconds`.
+claim + write seconds) and the run's `stage_seconds`. With ``--cpu`` (Linux) it also prints where
+the machine's CPU went during `msearch index`: the CPU seconds of its processes by role (Ray's
+task workers, the embedding actor, the store owner, the driver, Ray Data's own actors, Ray's
+processes), read from /proc every half second (a process that ends loses its last half second).
 
-    .venv/bin/python benchmarks/plumbing.py [--images 3000] [--texts 2000] [--out results.json]
+    .venv/bin/python benchmarks/plumbing.py [--images 3000] [--texts 2000] [--cpu] [--out results.json]
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,21 +70,89 @@ def decode_only(corpus: Path, data_dir: Path) -> tuple[float, int]:
     return time.perf_counter() - start, units
 
 
-def index(corpus: Path, data_dir: Path, extra_env: dict | None = None) -> tuple[float, dict]:
+def index(corpus: Path, data_dir: Path, extra_env: dict | None = None, cpu: dict | None = None
+          ) -> tuple[float, dict]:
+    """`msearch index` on ``corpus``; returns its wall seconds and summary. ``cpu``: filled with
+    the CPU seconds of its processes by role."""
     env = {**msearch_env(data_dir, FAKE_MODELS), **(extra_env or {})}
     start = time.perf_counter()
-    run = subprocess.run([str(ROOT / ".venv/bin/msearch"), "index", str(corpus), "--json"], env=env,
-                         capture_output=True, text=True, timeout=7200)
-    wall = time.perf_counter() - start
-    if run.returncode != 0:
-        sys.exit(f"msearch index failed ({run.returncode}):\n{run.stderr[-3000:]}")
-    return wall, json.loads(run.stdout)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        run = subprocess.Popen([str(ROOT / ".venv/bin/msearch"), "index", str(corpus), "--json"], env=env,
+                               stdout=out, stderr=err, text=True)
+        sampler = CpuByRole(run.pid) if cpu is not None else None
+        while run.poll() is None:
+            if sampler:
+                sampler.sample()
+            time.sleep(0.5)
+        wall = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        if run.returncode != 0:
+            sys.exit(f"msearch index failed ({run.returncode}):\n{err.read()[-3000:]}")
+        if sampler:
+            cpu.update(sampler.totals())
+        return wall, json.loads(out.read())
+
+
+class CpuByRole:
+    """CPU seconds of a process and all its descendants, by role (from each process's title:
+    Ray names its workers after the task or actor they run)."""
+
+    ROLES = (("store owner", ("StoreOwner", "msearch-owner")), ("embedding actor", ("EmbedUnits", "Transcribe")),
+             ("task workers (hash, decode, write)", ("MapBatches(", "Write", "ReadItems")),
+             ("Ray Data's actors", ("_StatsActor", "AutoscalingCoordinator", "ActorLocationTracker")))
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, root: int):
+        self.root = root
+        self.cpu: dict[int, float] = {}
+        self.role: dict[int, str] = {}
+
+    def sample(self) -> None:
+        parents, stats = {}, {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+            stats[int(entry)] = (int(fields[11]) + int(fields[12])) / self.TICK
+        for pid, seconds in stats.items():
+            up = pid
+            while up in parents and up != self.root:
+                up = parents[up]
+            if up != self.root:
+                continue
+            self.cpu[pid] = seconds
+            if self.role.get(pid, "other").startswith(("other", "Ray ")):
+                self.role[pid] = self._role(pid)
+
+    def _role(self, pid: int) -> str:
+        if pid == self.root:
+            return "driver (msearch index)"
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "other"
+        for role, marks in self.ROLES:
+            if any(m in title for m in marks):
+                return role
+        return "Ray (GCS, raylet, dashboard, agents, idle workers)"
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, seconds in self.cpu.items():
+            role = self.role.get(pid, "other")
+            out[role] = round(out.get(role, 0.0) + seconds, 2)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--cpu", action="store_true", help="CPU seconds of msearch index's processes by role")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -91,7 +163,8 @@ def main() -> int:
         corpus = td / "corpus"
         make_corpus(corpus, args.images, args.texts)
         decode_s, units = decode_only(corpus, td / "scratch")
-        wall, summary = index(corpus, td / "data")
+        cpu = {} if args.cpu else None
+        wall, summary = index(corpus, td / "data", cpu=cpu)
         stages = summary["stage_seconds"]
         bookkeeping = sum(stages.get(k, 0.0) for k in ("claim", "write"))
         bookkeeping_cpu = sum(stages.get(k, 0.0) for k in ("claim_cpu", "write_cpu"))
@@ -106,6 +179,9 @@ def main() -> int:
             "bookkeeping_cpu_s_per_1000_files": round(bookkeeping_cpu * 1000 / files, 3),
             "stage_seconds": stages,
         }
+        if cpu is not None:
+            out["plumbing"]["cpu_seconds_by_role"] = cpu
+            out["plumbing"]["cpu_seconds_available"] = round(wall * len(os.sched_getaffinity(0)), 1)
     r = out["plumbing"]
     report(out, [
         ("decode only, files per s", r["decode_only_files_per_s"]),
@@ -116,6 +192,8 @@ def main() -> int:
         ("store bookkeeping s per 1,000 files (claim + write)", r["bookkeeping_s_per_1000_files"]),
         ("store bookkeeping CPU s per 1,000 files", r["bookkeeping_cpu_s_per_1000_files"]),
         *[(f"stage seconds: {name}", v) for name, v in r["stage_seconds"].items()],
+        *[(f"CPU s: {role}", v) for role, v in r.get("cpu_seconds_by_role", {}).items()],
+        *([("CPU s the machine had (cores x wall)", r["cpu_seconds_available"])] if args.cpu else []),
     ], args.out)
     return 0 if r["indexed"] == files else 1
 
