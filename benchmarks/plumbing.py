@@ -100,6 +100,7 @@ class CpuByRole:
     ROLES = (("store owner", ("StoreOwner", "msearch-owner")), ("embedding actor", ("EmbedUnits", "Transcribe")),
              ("task workers (hash, decode, write)", ("MapBatches(", "Write", "ReadItems")),
              ("Ray Data's actors", ("_StatsActor", "AutoscalingCoordinator", "ActorLocationTracker")))
+    RAY = "Ray (GCS, raylet, dashboard, agents, idle workers)"
     TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def __init__(self, root: int):
@@ -125,7 +126,7 @@ class CpuByRole:
             if up != self.root:
                 continue
             self.cpu[pid] = seconds
-            if self.role.get(pid, "other").startswith(("other", "Ray ")):
+            if self.role.get(pid, self.RAY) == self.RAY:
                 self.role[pid] = self._role(pid)
 
     def _role(self, pid: int) -> str:
@@ -134,16 +135,16 @@ class CpuByRole:
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
-            return "other"
+            title = ""  # gone, or changing its title: read again at the next sample
         for role, marks in self.ROLES:
             if any(m in title for m in marks):
                 return role
-        return "Ray (GCS, raylet, dashboard, agents, idle workers)"
+        return self.RAY
 
     def totals(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for pid, seconds in self.cpu.items():
-            role = self.role.get(pid, "other")
+            role = self.role[pid]
             out[role] = round(out.get(role, 0.0) + seconds, 2)
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
