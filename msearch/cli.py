@@ -146,7 +146,9 @@ def cmd_index(settings: Settings, args) -> int:
     with _stdout_for_results(args.json) as out:
         started = connect(settings, verbose=args.verbose)
         try:
-            summary = run_index(settings, args.paths, progress=not args.json, verbose=args.verbose)
+            # A cluster that outlives this command (a running msearch) keeps its embedders for the next run.
+            summary = run_index(settings, args.paths, progress=not args.json, verbose=args.verbose,
+                                keep_embedders=not started)
         finally:
             if started:
                 stop_local(settings)
@@ -242,7 +244,8 @@ def cmd_repair(settings: Settings, args) -> int:
             paths = [p for p in done["reindex"] if Path(p).exists()]
             if paths:
                 print(f"indexing {len(paths)} file(s) again", file=sys.stderr)
-                summary = run_index(settings, paths, progress=not args.json, verbose=args.verbose)
+                summary = run_index(settings, paths, progress=not args.json, verbose=args.verbose,
+                                    keep_embedders=not started)
             info = owner.verify()
         finally:
             if started:

@@ -126,6 +126,10 @@ class IndexSettings(_Section):
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
     embed_threads: int = 0  # torch CPU threads per embedding actor; 0: the node's cores
+    # Drivers that run again and again (watch, the control API's queue, a job on a cluster that
+    # outlives it) keep their embedding actors, models loaded, for the next run; one idle this
+    # long exits. 0: a new actor pool (and model load) every run.
+    embed_keep_s: float = Field(300.0, ge=0)
     whisper_actors: int = 1  # transcription actor pool, apart from the embedding actors
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0

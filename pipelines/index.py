@@ -21,12 +21,13 @@ from msearch.embed import ROLE_PURPOSE, ROLES, SPACE_KINDS, SPEECH_ROLES, availa
 from msearch.errors import DiskFull
 from msearch.files import check_roots, walk
 from msearch.settings import Settings, load_settings
-from pipelines import schema
+from pipelines import embedders, schema
 from pipelines.cluster import connect
 from pipelines.owner import OwnerClient, get_owner
 from pipelines.runners import run_on_ray
 from pipelines.sink import IndexSink
-from pipelines.stages import WRITE_CPUS, index_stages
+from pipelines.embedders import CALL_CPUS
+from pipelines.stages import WRITE_CPUS, index_stages, kept_options
 
 log = logging.getLogger("msearch.index")
 PLAN_CHUNK = 20_000
@@ -41,8 +42,14 @@ def model_spec_off(settings: Settings, role: str) -> bool:
     return getattr(settings.models, role) == "none"
 
 
-def run_index(settings: Settings, roots: list[str], progress: bool = True, verbose: bool = False) -> dict:
-    """Index ``roots`` through the connected Ray cluster; returns the run summary."""
+def run_index(settings: Settings, roots: list[str], progress: bool = True, verbose: bool = False,
+              keep_embedders: bool = False) -> dict:
+    """Index ``roots`` through the connected Ray cluster; returns the run summary.
+
+    ``keep_embedders``: embed with kept embedding actors (:mod:`pipelines.embedders`), started by
+    the first run that needs them and used by the later ones: for drivers that run again and
+    again, and for clusters that outlive this driver (``MSEARCH_INDEX__EMBED_KEEP_S`` > 0).
+    """
     paths = check_roots(roots)
     _start_ray_data()
     owner = OwnerClient(get_owner(settings))
@@ -61,10 +68,17 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         # an expected stop (a full disk) is said once, in words, by the summary.
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
+    roles = [r for r in ok if r in SPACE_KINDS]
+    kept = embedders.names(settings, roles, settings.index.embed_actors) \
+        if keep_embedders and roles and settings.index.embed_keep_s > 0 else None
+
     def execute(rows: list[dict], build, embedding: bool, speech: bool) -> dict:
-        cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech)
-        return run_on_ray(build(cpus, _decode_tasks(settings)), rows, IndexSink(settings, num_cpus=cpus["write"]),
-                          limit)
+        cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech,
+                                kept=None if kept is None else embedders.alive(kept))
+        if kept:
+            embedders.start(settings, roles, kept, kept_options(settings, cpus))
+        return run_on_ray(build(cpus, _decode_tasks(settings), kept), rows,
+                          IndexSink(settings, num_cpus=cpus["write"]), limit)
 
     summary, _ = index_files(owner, settings, paths, model_ids(ok), missing, execute,
                              job_id=ray.get_runtime_context().get_job_id())
@@ -121,9 +135,8 @@ def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, 
         rows = [{n: e.get(n) for n in schema.FILES.names} for e in todo]
         clock = time.perf_counter()
         try:
-            written = execute(rows, lambda cpus, tasks=None: index_stages(settings, run_id, models, missing, roles,
-                                                                         speech, cpus, tasks),
-                              bool(roles), speech)["units"]
+            written = execute(rows, lambda cpus, tasks=None, kept=None: index_stages(
+                settings, run_id, models, missing, roles, speech, cpus, tasks, kept), bool(roles), speech)["units"]
         except Exception as e:
             full = cause(e, DiskFull)
             if full is None:
@@ -183,16 +196,20 @@ def _decode_tasks(settings: Settings) -> int | None:
     return None
 
 
-def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> tuple[dict[str, float], float | None]:
+def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept: int | None = None
+              ) -> tuple[dict[str, float], float | None]:
     """CPU requests per stage, scaled down when the cluster cannot hold the actor pools plus a
     task at once (a small machine, or Serve replicas holding some): Ray Data would otherwise
-    wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores."""
+    wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores.
+    ``kept``: the embedding actors are kept ones, this many of which already run (and hold
+    their CPUs)."""
     idx = settings.index
     # Hashing asks what decoding asks, so that Ray Data fuses the two into one task (no block
     # between them) when no transcription stands between.
     cpus = {"hash": idx.decode_num_cpus, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
             "embed": idx.embed_num_cpus if embedding else 0.0, "whisper": idx.whisper_num_cpus if speech else 0.0}
-    actors = idx.embed_actors * cpus["embed"] + idx.whisper_actors * cpus["whisper"]
+    embed_actors = idx.embed_actors if kept is None else idx.embed_actors - kept
+    actors = embed_actors * cpus["embed"] + idx.whisper_actors * cpus["whisper"] + (CALL_CPUS if kept else 0.0)
     least = actors + max(cpus["hash"], cpus["decode"], cpus["write"])  # what must fit at one time
     gpus = (idx.embed_actors * idx.embed_num_gpus if embedding else 0) + \
         (idx.whisper_actors * idx.whisper_num_gpus if speech else 0)
@@ -202,16 +219,21 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool) -> tuple[dict[s
                     "cluster grows (see MSEARCH_INDEX__*_NUM_GPUS)", gpus, total.get("GPU", 0))
     have = free.get("CPU", 0.0)
     if have >= least:
-        return cpus, (have if have < total.get("CPU", 0.0) else None)
-    if have <= 0.05:
+        limit = have if have < total.get("CPU", 0.0) else None
+    elif have <= 0.05:
         log.warning("the indexing pipeline needs %.2f CPU and the Ray cluster has %.2f free; it waits until "
                     "the cluster grows or other work ends (see MSEARCH_INDEX__* and MSEARCH_RAY_NUM_CPUS)",
                     least, have)
         return cpus, None
-    factor = 0.9 * have / least
-    log.info("the indexing pipeline needs %.2f CPU at once and %.2f are free: CPU requests scaled by %.2f",
-             least, have, factor)
-    return {stage: value * factor for stage, value in cpus.items()}, have
+    else:
+        factor = 0.9 * have / least
+        log.info("the indexing pipeline needs %.2f CPU at once and %.2f are free: CPU requests scaled by %.2f",
+                 least, have, factor)
+        cpus, limit = {stage: value * factor for stage, value in cpus.items()}, have
+    if kept is not None:
+        # Kept embedders are not Ray Data's: the ones about to start take their CPUs from its share.
+        limit = max(0.05, (have if limit is None else limit) - embed_actors * cpus["embed"])
+    return cpus, limit
 
 
 def format_summary(summary: dict, limit: int = 20) -> str:
@@ -247,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    connect(settings, job=True)
-    summary = run_index(settings, args.paths, progress=not args.json)
+    started = connect(settings, job=True)
+    # A job on a cluster that outlives it leaves its embedders to the next job.
+    summary = run_index(settings, args.paths, progress=not args.json, keep_embedders=not started)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return 0
 

@@ -52,7 +52,8 @@ class ProcessQueue:
                 for p in paths:
                     self._state[p] = "processing"
             try:
-                run_index(self.settings, [p for p in paths if os.path.lexists(p)], progress=False)
+                run_index(self.settings, [p for p in paths if os.path.lexists(p)], progress=False,
+                          keep_embedders=True)
             except Exception:  # recorded per file by the run; a failed run must not stop the queue
                 log.exception("processing %d paths failed", len(paths))
             finally:

@@ -45,10 +45,11 @@ class Stage:
 
 
 def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list[str], speech: bool,
-                 cpus: dict[str, float], tasks: int | None = None) -> list[Stage]:
+                 cpus: dict[str, float], tasks: int | None = None, kept: list[str] | None = None) -> list[Stage]:
     """The stages of one run, in order: hash and claim, transcribe (speech models only), decode,
     embed (when a model with a vector space is available). The write is the sink's. ``tasks``:
-    hash and decode tasks at once (None: as CPUs allow)."""
+    hash and decode tasks at once (None: as CPUs allow). ``kept``: the names of kept embedding
+    actors (:mod:`pipelines.embedders`) to embed with, instead of an actor pool of this run."""
     idx = settings.index
     stages = [Stage("hash", hash_and_claim, {"settings": settings, "run_id": run_id, "models": models,
                                              "missing": missing}, idx.hash_batch_size, cpus["hash"], tasks=tasks,
@@ -58,10 +59,25 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
                             idx.whisper_num_gpus, actors=idx.whisper_actors))
     stages.append(Stage("decode", decode, {"settings": settings, "models": models}, idx.decode_batch_size,
                         cpus["decode"], tasks=tasks))
-    if roles:
+    if roles and kept:
+        from pipelines.embedders import CALL_CPUS, embed_kept
+
+        # Two batches in flight per embedder: one embedding, one waiting, so it never idles.
+        stages.append(Stage("embed", embed_kept, {"settings": settings, "roles": roles, "embedders": kept,
+                                                  "options": kept_options(settings, cpus)},
+                            idx.embed_batch_size, CALL_CPUS, tasks=2 * len(kept)))
+    elif roles:
         stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
                             cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors))
     return stages
+
+
+def kept_options(settings, cpus: dict[str, float]) -> dict:
+    """The resources of a kept embedding actor: what a pool's actor would ask for."""
+    options = {"num_cpus": cpus["embed"]}
+    if settings.index.embed_num_gpus:
+        options["num_gpus"] = settings.index.embed_num_gpus
+    return options
 
 
 _PRIORITY: int | None = None  # the niceness this worker process was given, once

@@ -1,0 +1,113 @@
+"""Embedding actors kept between runs (watch, the control API's queue, jobs on a cluster that
+outlives them): the next run embeds with the same actor, an idle one exits, a lost one is
+started again, and other models get other actors."""
+
+import time
+
+import pytest
+
+from conftest import make_settings
+from msearch.library import Library
+
+pytestmark = pytest.mark.slow  # Ray: minutes
+
+
+def _kept(ray, settings) -> list[dict]:
+    """The kept embedding actors of these settings that are alive: name, actor id, process id."""
+    from pipelines.embedders import names
+
+    out = []
+    for name in names(settings, ["clip", "text"], settings.index.embed_actors):
+        try:
+            handle = ray.get_actor(name, namespace="msearch")
+            out.append({"name": name, "id": handle._actor_id.hex(), "pid": ray.get(handle.ping.remote(), timeout=60)})
+        except (ValueError, ray.exceptions.RayActorError):
+            pass
+    return out
+
+
+def _note(folder, name: str, text: str) -> None:
+    (folder / name).write_text(text + "\n")
+
+
+def test_later_runs_embed_with_the_same_kept_actor(ray_local, tmp_path):
+    from pipelines.index import run_index
+    from pipelines.owner import stop_owner
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _note(folder, "a.txt", "the harbour at dawn")
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"})
+    try:
+        first = run_index(settings, [str(folder)], progress=False, keep_embedders=True)
+        assert first["indexed"] == 1
+        kept = _kept(ray_local, settings)
+        assert len(kept) == 1 and kept[0]["name"].startswith("msearch-embed-"), kept
+        for i in range(2):
+            _note(folder, f"n{i}.txt", f"note {i}: the ferry timetable")
+            later = run_index(settings, [str(folder)], progress=False, keep_embedders=True)
+            assert later["indexed"] == 1 and later["unchanged"] == 1 + i, later
+            assert _kept(ray_local, settings) == kept  # the same actor, the same process: no model load
+        # What the kept actor embedded is what a pool per run embeds.
+        _note(folder, "pool.txt", "the ferry timetable")
+        pooled = run_index(settings, [str(folder)], progress=False)
+        assert pooled["indexed"] == 1
+    finally:
+        stop_owner(settings)
+    # Every note is stored with its model's vector, whichever path embedded it.
+    from msearch.embed.fake import FakeEmbedder
+
+    fake = FakeEmbedder("text")
+    lib = Library(settings)
+    try:
+        points = lib.vectors.scroll("text")
+        assert len(points) == 4
+        stored = lib.vectors.vectors("text", [h.id for h in points])
+        for h in points:
+            want = fake.embed_texts([h.payload["text"]])[0]
+            assert abs(sum(a * b for a, b in zip(stored[h.id], want)) - 1.0) < 1e-5, h.payload["text"]
+    finally:
+        lib.close()
+
+
+def test_an_idle_kept_actor_exits_and_a_lost_one_is_started_again(ray_local, tmp_path):
+    import ray
+
+    from pipelines.index import run_index
+    from pipelines.owner import stop_owner
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _note(folder, "a.txt", "rain over the valley")
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"},
+                             index={"embed_keep_s": 1.0})
+    try:
+        assert run_index(settings, [str(folder)], progress=False, keep_embedders=True)["indexed"] == 1
+        deadline = time.monotonic() + 60
+        while _kept(ray_local, settings) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _kept(ray_local, settings), "the idle embedding actor did not exit"
+        # The next run starts one again.
+        _note(folder, "b.txt", "a bridge in the storm")
+        assert run_index(settings, [str(folder)], progress=False, keep_embedders=True)["indexed"] == 1
+        # One killed between runs (an out-of-memory kill, say) is started again too.
+        for actor in _kept(ray_local, settings):
+            ray.kill(ray.get_actor(actor["name"], namespace="msearch"), no_restart=True)
+        _note(folder, "c.txt", "an orchard in winter")
+        assert run_index(settings, [str(folder)], progress=False, keep_embedders=True)["indexed"] == 1
+    finally:
+        stop_owner(settings)
+
+
+def test_other_models_or_settings_get_other_kept_actors(tmp_path):
+    from pipelines.embedders import names
+
+    fake = make_settings(tmp_path / "a", models={"clip": "fake", "text": "fake"})
+    same = make_settings(tmp_path / "b", models={"clip": "fake", "text": "fake"})  # another data dir
+    other = make_settings(tmp_path / "c", models={"clip": "fake", "text": "sentence-transformers/all-MiniLM-L6-v2"})
+    gpu = make_settings(tmp_path / "d", models={"clip": "fake", "text": "fake"}, index={"embed_num_gpus": 1})
+    assert names(fake, ["clip", "text"], 2) == names(same, ["clip", "text"], 2)
+    assert len(set(names(fake, ["clip", "text"], 2))) == 2
+    assert names(fake, ["clip", "text"], 1) != names(other, ["clip", "text"], 1)
+    assert names(fake, ["clip", "text"], 1) != names(gpu, ["clip", "text"], 1)
+    assert names(fake, ["clip", "text"], 1) != names(fake, ["text"], 1)
