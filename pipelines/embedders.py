@@ -94,7 +94,7 @@ def alive(embedders: list[str]) -> int:
 
 def start(settings, roles: list[str], embedders: list[str], options: dict) -> None:
     """Start the kept embedders that are not running (without waiting: they load their models
-    while the run lists, hashes and decodes)."""
+    while the run hashes and decodes)."""
     for name in embedders:
         try:
             _HANDLES[name] = ray.get_actor(name, namespace=NAMESPACE)
