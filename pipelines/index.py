@@ -26,7 +26,6 @@ from pipelines.cluster import connect
 from pipelines.owner import OwnerClient, get_owner
 from pipelines.runners import run_on_ray
 from pipelines.sink import IndexSink
-from pipelines.embedders import CALL_CPUS
 from pipelines.stages import WRITE_CPUS, index_stages, kept_options
 
 log = logging.getLogger("msearch.index")
@@ -74,7 +73,7 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
 
     def execute(rows: list[dict], build, embedding: bool, speech: bool) -> dict:
         cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech,
-                                kept=None if kept is None else embedders.alive(kept))
+                                kept_alive=None if kept is None else embedders.alive(kept))
         if kept:
             embedders.start(settings, roles, kept, kept_options(settings, cpus))
         return run_on_ray(build(cpus, _decode_tasks(settings), kept), rows,
@@ -196,20 +195,21 @@ def _decode_tasks(settings: Settings) -> int | None:
     return None
 
 
-def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept: int | None = None
+def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: int | None = None
               ) -> tuple[dict[str, float], float | None]:
     """CPU requests per stage, scaled down when the cluster cannot hold the actor pools plus a
     task at once (a small machine, or Serve replicas holding some): Ray Data would otherwise
     wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores.
-    ``kept``: the embedding actors are kept ones, this many of which already run (and hold
-    their CPUs)."""
+    ``kept_alive``: the embedding actors are kept ones, this many of which already run (and hold
+    their CPUs); None: an actor pool of this run."""
     idx = settings.index
     # Hashing asks what decoding asks, so that Ray Data fuses the two into one task (no block
     # between them) when no transcription stands between.
     cpus = {"hash": idx.decode_num_cpus, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
             "embed": idx.embed_num_cpus if embedding else 0.0, "whisper": idx.whisper_num_cpus if speech else 0.0}
-    embed_actors = idx.embed_actors if kept is None else idx.embed_actors - kept
-    actors = embed_actors * cpus["embed"] + idx.whisper_actors * cpus["whisper"] + (CALL_CPUS if kept else 0.0)
+    embed_actors = idx.embed_actors if kept_alive is None else idx.embed_actors - kept_alive
+    calls = embedders.CALL_CPUS if kept_alive is not None and embedding else 0.0  # the tasks that call them
+    actors = embed_actors * cpus["embed"] + idx.whisper_actors * cpus["whisper"] + calls
     least = actors + max(cpus["hash"], cpus["decode"], cpus["write"])  # what must fit at one time
     gpus = (idx.embed_actors * idx.embed_num_gpus if embedding else 0) + \
         (idx.whisper_actors * idx.whisper_num_gpus if speech else 0)
@@ -230,7 +230,7 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept: int | Non
         log.info("the indexing pipeline needs %.2f CPU at once and %.2f are free: CPU requests scaled by %.2f",
                  least, have, factor)
         cpus, limit = {stage: value * factor for stage, value in cpus.items()}, have
-    if kept is not None:
+    if kept_alive is not None:
         # Kept embedders are not Ray Data's: the ones about to start take their CPUs from its share.
         limit = max(0.05, (have if limit is None else limit) - embed_actors * cpus["embed"])
     return cpus, limit
