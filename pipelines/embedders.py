@@ -92,15 +92,21 @@ def alive(embedders: list[str]) -> int:
     return count
 
 
+def kept_options(settings, cpus: dict[str, float]) -> dict:
+    """The resources of a kept embedding actor: what a pool's actor would ask for."""
+    options = {"num_cpus": cpus["embed"]}
+    if settings.index.embed_num_gpus:
+        options["num_gpus"] = settings.index.embed_num_gpus
+    return options
+
+
 def start(settings, roles: list[str], embedders: list[str], options: dict) -> None:
     """Start the kept embedders that are not running (without waiting: they load their models
-    while the run hashes and decodes)."""
+    while the run hashes and decodes). A handle held from an earlier run may name one that has
+    exited since: each is looked up again (``get_if_exists`` returns the one running)."""
     for name in embedders:
-        try:
-            _HANDLES[name] = ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:  # never started, exited or died
-            _HANDLES.pop(name, None)
-            _handle(name, settings, roles, options)
+        _HANDLES.pop(name, None)
+        _handle(name, settings, roles, options)
 
 
 def _handle(name: str, settings, roles: list[str], options: dict):

@@ -26,7 +26,7 @@ from pipelines.cluster import connect
 from pipelines.owner import OwnerClient, get_owner
 from pipelines.runners import run_on_ray
 from pipelines.sink import IndexSink
-from pipelines.stages import WRITE_CPUS, index_stages, kept_options
+from pipelines.stages import WRITE_CPUS, index_stages
 
 log = logging.getLogger("msearch.index")
 PLAN_CHUNK = 20_000
@@ -75,7 +75,7 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech,
                                 kept_alive=None if kept is None else embedders.alive(kept))
         if kept:
-            embedders.start(settings, roles, kept, kept_options(settings, cpus))
+            embedders.start(settings, roles, kept, embedders.kept_options(settings, cpus))
         return run_on_ray(build(cpus, _decode_tasks(settings), kept), rows,
                           IndexSink(settings, num_cpus=cpus["write"]), limit)
 

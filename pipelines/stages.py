@@ -60,7 +60,7 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
     stages.append(Stage("decode", decode, {"settings": settings, "models": models}, idx.decode_batch_size,
                         cpus["decode"], tasks=tasks))
     if roles and kept:
-        from pipelines.embedders import CALL_CPUS, embed_kept
+        from pipelines.embedders import CALL_CPUS, embed_kept, kept_options
 
         # Two batches in flight per embedder: one embedding, one waiting, so it never idles.
         stages.append(Stage("embed", embed_kept, {"settings": settings, "roles": roles, "embedders": kept,
@@ -70,14 +70,6 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
         stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
                             cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors))
     return stages
-
-
-def kept_options(settings, cpus: dict[str, float]) -> dict:
-    """The resources of a kept embedding actor: what a pool's actor would ask for."""
-    options = {"num_cpus": cpus["embed"]}
-    if settings.index.embed_num_gpus:
-        options["num_gpus"] = settings.index.embed_num_gpus
-    return options
 
 
 _PRIORITY: int | None = None  # the niceness this worker process was given, once
