@@ -41,9 +41,9 @@ from pipelines.cluster import connect
 from pipelines.index import run_index
 settings = load_settings()
 connect(settings)
-run_index(settings, [sys.argv[1]], progress=False, keep_embedders=True)
+run_index(settings, [sys.argv[1]], progress=False, keep_actors=True)
 start = time.perf_counter()
-summary = run_index(settings, [sys.argv[2]], progress=False, keep_embedders=True)
+summary = run_index(settings, [sys.argv[2]], progress=False, keep_actors=True)
 print(json.dumps({**summary, "wall_s": time.perf_counter() - start}))
 """
 

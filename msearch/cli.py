@@ -146,9 +146,9 @@ def cmd_index(settings: Settings, args) -> int:
     with _stdout_for_results(args.json) as out:
         started = connect(settings, verbose=args.verbose)
         try:
-            # A cluster that outlives this command (a running msearch) keeps its embedders for the next run.
+            # A cluster that outlives this command (a running msearch) keeps its model actors for the next run.
             summary = run_index(settings, args.paths, progress=not args.json, verbose=args.verbose,
-                                keep_embedders=not started)
+                                keep_actors=not started)
         finally:
             if started:
                 stop_local(settings)
@@ -245,7 +245,7 @@ def cmd_repair(settings: Settings, args) -> int:
             if paths:
                 print(f"indexing {len(paths)} file(s) again", file=sys.stderr)
                 summary = run_index(settings, paths, progress=not args.json, verbose=args.verbose,
-                                    keep_embedders=not started)
+                                    keep_actors=not started)
             info = owner.verify()
         finally:
             if started:

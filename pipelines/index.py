@@ -21,7 +21,7 @@ from msearch.embed import ROLE_PURPOSE, ROLES, SPACE_KINDS, SPEECH_ROLES, availa
 from msearch.errors import DiskFull
 from msearch.files import check_roots, walk
 from msearch.settings import Settings, load_settings
-from pipelines import embedders, schema
+from pipelines import kept, schema
 from pipelines.cluster import connect
 from pipelines.owner import OwnerClient, get_owner
 from pipelines.runners import run_on_ray
@@ -42,11 +42,11 @@ def model_spec_off(settings: Settings, role: str) -> bool:
 
 
 def run_index(settings: Settings, roots: list[str], progress: bool = True, verbose: bool = False,
-              keep_embedders: bool = False) -> dict:
+              keep_actors: bool = False) -> dict:
     """Index ``roots`` through the connected Ray cluster; returns the run summary.
 
-    ``keep_embedders``: embed with kept embedding actors (:mod:`pipelines.embedders`), started by
-    the first run that needs them and used by the later ones: for drivers that run again and
+    ``keep_actors``: embed and transcribe with kept model actors (:mod:`pipelines.kept`), started
+    by the first run that needs them and used by the later ones: for drivers that run again and
     again, and for clusters that outlive this driver (``MSEARCH_INDEX__EMBED_KEEP_S`` > 0).
     """
     paths = check_roots(roots)
@@ -68,15 +68,21 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
     roles = [r for r in ok if r in SPACE_KINDS]
-    kept = embedders.names(settings, roles, settings.index.embed_actors) \
-        if keep_embedders and roles and settings.index.embed_keep_s > 0 else None
+    keep = keep_actors and settings.index.embed_keep_s > 0
 
     def execute(rows: list[dict], build, embedding: bool, speech: bool) -> dict:
-        cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech,
-                                kept_alive=None if kept is None else embedders.alive(kept))
-        if kept:
-            embedders.start(settings, roles, kept, embedders.kept_options(settings, cpus))
-        return run_on_ray(build(cpus, _decode_tasks(settings), kept), rows,
+        actors = None
+        if keep:
+            actors = {"embed": kept.names(settings, roles, settings.index.embed_actors) if embedding else [],
+                      "transcribe": kept.transcriber_names(settings, settings.index.whisper_actors) if speech else []}
+        cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech, kept_alive=None if actors is None else {
+            "embed": kept.alive(actors["embed"]), "whisper": kept.alive(actors["transcribe"])})
+        if actors and actors["embed"]:
+            kept.start(kept.EmbedService, actors["embed"], kept.kept_options(settings, cpus), settings, roles)
+        if actors and actors["transcribe"]:
+            kept.start(kept.TranscribeService, actors["transcribe"], kept.kept_options(settings, cpus, "whisper"),
+                       settings)
+        return run_on_ray(build(cpus, _decode_tasks(settings), actors), rows,
                           IndexSink(settings, num_cpus=cpus["write"]), limit)
 
     summary, _ = index_files(owner, settings, paths, model_ids(ok), missing, execute,
@@ -195,21 +201,24 @@ def _decode_tasks(settings: Settings) -> int | None:
     return None
 
 
-def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: int | None = None
+def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: dict[str, int] | None = None
               ) -> tuple[dict[str, float], float | None]:
     """CPU requests per stage, scaled down when the cluster cannot hold the actor pools plus a
     task at once (a small machine, or Serve replicas holding some): Ray Data would otherwise
     wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores.
-    ``kept_alive``: the embedding actors are kept ones, this many of which already run (and hold
-    their CPUs); None: an actor pool of this run."""
+    ``kept_alive``: the embedding and transcription actors are kept ones, this many of which
+    already run (``embed``, ``whisper``; they hold their CPUs); None: actor pools of this run."""
     idx = settings.index
     # Hashing asks what decoding asks, so that Ray Data fuses the two into one task (no block
     # between them) when no transcription stands between.
     cpus = {"hash": idx.decode_num_cpus, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
             "embed": idx.embed_num_cpus if embedding else 0.0, "whisper": idx.whisper_num_cpus if speech else 0.0}
-    embed_actors = idx.embed_actors if kept_alive is None else idx.embed_actors - kept_alive
-    calls = embedders.CALL_CPUS if kept_alive is not None and embedding else 0.0  # the tasks that call them
-    actors = embed_actors * cpus["embed"] + idx.whisper_actors * cpus["whisper"] + calls
+    starting = {"embed": idx.embed_actors, "whisper": idx.whisper_actors}  # actors this run starts
+    calls = 0.0  # the tasks that call kept actors
+    if kept_alive is not None:
+        starting = {stage: n - kept_alive.get(stage, 0) for stage, n in starting.items()}
+        calls = kept.CALL_CPUS * (embedding + speech)
+    actors = starting["embed"] * cpus["embed"] + starting["whisper"] * cpus["whisper"] + calls
     least = actors + max(cpus["hash"], cpus["decode"], cpus["write"])  # what must fit at one time
     gpus = (idx.embed_actors * idx.embed_num_gpus if embedding else 0) + \
         (idx.whisper_actors * idx.whisper_num_gpus if speech else 0)
@@ -231,8 +240,9 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: int
                  least, have, factor)
         cpus, limit = {stage: value * factor for stage, value in cpus.items()}, have
     if kept_alive is not None:
-        # Kept embedders are not Ray Data's: the ones about to start take their CPUs from its share.
-        limit = max(0.05, (have if limit is None else limit) - embed_actors * cpus["embed"])
+        # Kept actors are not Ray Data's: the ones about to start take their CPUs from its share.
+        limit = max(0.05, (have if limit is None else limit) - starting["embed"] * cpus["embed"]
+                    - starting["whisper"] * cpus["whisper"])
     return cpus, limit
 
 
@@ -270,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     started = connect(settings, job=True)
-    # A job on a cluster that outlives it leaves its embedders to the next job.
-    summary = run_index(settings, args.paths, progress=not args.json, keep_embedders=not started)
+    # A job on a cluster that outlives it leaves its model actors to the next job.
+    summary = run_index(settings, args.paths, progress=not args.json, keep_actors=not started)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return 0
 

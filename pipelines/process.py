@@ -53,7 +53,7 @@ class ProcessQueue:
                     self._state[p] = "processing"
             try:
                 run_index(self.settings, [p for p in paths if os.path.lexists(p)], progress=False,
-                          keep_embedders=True)
+                          keep_actors=True)
             except Exception:  # recorded per file by the run; a failed run must not stop the queue
                 log.exception("processing %d paths failed", len(paths))
             finally:

@@ -45,27 +45,36 @@ class Stage:
 
 
 def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list[str], speech: bool,
-                 cpus: dict[str, float], tasks: int | None = None, kept: list[str] | None = None) -> list[Stage]:
+                 cpus: dict[str, float], tasks: int | None = None, kept: dict[str, list[str]] | None = None
+                 ) -> list[Stage]:
     """The stages of one run, in order: hash and claim, transcribe (speech models only), decode,
     embed (when a model with a vector space is available). The write is the sink's. ``tasks``:
-    hash and decode tasks at once (None: as CPUs allow). ``kept``: the names of kept embedding
-    actors (:mod:`pipelines.embedders`) to embed with, instead of an actor pool of this run."""
+    hash and decode tasks at once (None: as CPUs allow). ``kept``: the names of kept actors
+    (:mod:`pipelines.kept`) to embed (``embed``) and transcribe (``transcribe``) with, instead of
+    actor pools of this run."""
     idx = settings.index
     stages = [Stage("hash", hash_and_claim, {"settings": settings, "run_id": run_id, "models": models,
                                              "missing": missing}, idx.hash_batch_size, cpus["hash"], tasks=tasks,
                     owner=True)]
-    if speech:
+    kept = kept or {}
+    if speech and kept.get("transcribe"):
+        from pipelines.kept import CALL_CPUS, kept_options, transcribe_kept
+
+        stages.append(Stage("transcribe", transcribe_kept, {
+            "settings": settings, "transcribers": kept["transcribe"],
+            "options": kept_options(settings, cpus, "whisper")}, 1, CALL_CPUS, tasks=2 * len(kept["transcribe"])))
+    elif speech:
         stages.append(Stage("transcribe", Transcribe, {"settings": settings}, 1, cpus["whisper"],
                             idx.whisper_num_gpus, actors=idx.whisper_actors))
     stages.append(Stage("decode", decode, {"settings": settings, "models": models}, idx.decode_batch_size,
                         cpus["decode"], tasks=tasks))
-    if roles and kept:
-        from pipelines.embedders import CALL_CPUS, embed_kept, kept_options
+    if roles and kept.get("embed"):
+        from pipelines.kept import CALL_CPUS, embed_kept, kept_options
 
-        # Two batches in flight per embedder: one embedding, one waiting, so it never idles.
-        stages.append(Stage("embed", embed_kept, {"settings": settings, "roles": roles, "embedders": kept,
+        # Two batches in flight per kept actor: one embedding, one waiting, so it never idles.
+        stages.append(Stage("embed", embed_kept, {"settings": settings, "roles": roles, "embedders": kept["embed"],
                                                   "options": kept_options(settings, cpus)},
-                            idx.embed_batch_size, CALL_CPUS, tasks=2 * len(kept)))
+                            idx.embed_batch_size, CALL_CPUS, tasks=2 * len(kept["embed"])))
     elif roles:
         stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
                             cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors))

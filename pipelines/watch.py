@@ -36,14 +36,14 @@ def run_watch(settings: Settings, roots: list[str], *, poll_s: float | None = No
     observer = observe(paths, changes, poll_s)  # before the first run, so nothing falls between
     report = _reporter(as_json, out or sys.stdout)
     try:
-        report("initial", run_index(settings, [str(p) for p in paths], progress=False, keep_embedders=True))
+        report("initial", run_index(settings, [str(p) for p in paths], progress=False, keep_actors=True))
         next_full = time.monotonic() + reconcile_s
         while not stop.wait(0.25):
             batch = changes.take()
             if batch:
                 _apply(settings, paths, batch, report)
             if time.monotonic() >= next_full:
-                report("reconcile", run_index(settings, [str(p) for p in paths], progress=False, keep_embedders=True))
+                report("reconcile", run_index(settings, [str(p) for p in paths], progress=False, keep_actors=True))
                 next_full = time.monotonic() + reconcile_s
     finally:
         observer.stop()
@@ -60,7 +60,7 @@ def _apply(settings: Settings, roots: list[Path], batch, report) -> None:
                "removed": [], "missing_models": {}, "seconds": 0.0}
     if present:
         try:
-            summary = run_index(settings, present, progress=False, keep_embedders=True)
+            summary = run_index(settings, present, progress=False, keep_actors=True)
         except Exception as e:  # one bad batch (a file vanished mid-way, ...) must not end the watch
             log.warning("indexing %d changed paths failed: %s; the next reconciliation retries", len(present), e)
     removed = []

@@ -82,7 +82,7 @@ def test_the_job_spreads_over_three_nodes_and_equals_a_one_process_run(cluster, 
     state = json.loads(state.stdout.strip().splitlines()[-1])
     gpu_node = next(n for n, res in state["nodes"].items() if res.get("GPU"))
     head = next(n for n, res in state["nodes"].items() if res.get("CPU") == 1 and not res.get("GPU"))
-    # A job on a cluster that outlives it embeds with kept embedding actors (pipelines.embedders).
+    # A job on a cluster that outlives it embeds with kept embedding actors (pipelines.kept).
     embedders = [a for a in state["actors"] if a["class"] == "EmbedService"]
     assert embedders and {a["node"] for a in embedders} == {gpu_node}, embedders
     owner = [a for a in state["actors"] if a["class"] == "StoreOwner"]

@@ -1,23 +1,25 @@
-"""Embedding actors kept between runs (watch, the control API's queue, jobs on a cluster that
-outlives them): the next run embeds with the same actor, an idle one exits, a lost one is
-started again, and other models get other actors."""
+"""Model actors kept between runs (watch, the control API's queue, jobs on a cluster that
+outlives them): the next run embeds and transcribes with the same actors, an idle one exits, a
+lost one is started again, and other models get other actors."""
 
 import time
 
 import pytest
 
-from conftest import make_settings
+from conftest import make_settings, speak
 from msearch.library import Library
 
 pytestmark = pytest.mark.slow  # Ray: minutes
 
 
-def _kept(ray, settings) -> list[dict]:
-    """The kept embedding actors of these settings that are alive: name, actor id, process id."""
-    from pipelines.embedders import names
+def _kept(ray, settings, stage: str = "embed") -> list[dict]:
+    """The kept actors of ``stage`` (embed, transcribe) of these settings that are alive: name,
+    actor id, process id."""
+    from pipelines.kept import names, transcriber_names
 
     out = []
-    for name in names(settings, ["clip", "text"], settings.index.embed_actors):
+    for name in (names(settings, ["clip", "text"], settings.index.embed_actors) if stage == "embed"
+                 else transcriber_names(settings, settings.index.whisper_actors)):
         try:
             handle = ray.get_actor(name, namespace="msearch")
             out.append({"name": name, "id": handle._actor_id.hex(), "pid": ray.get(handle.ping.remote(), timeout=60)})
@@ -39,13 +41,13 @@ def test_later_runs_embed_with_the_same_kept_actor(ray_local, tmp_path):
     _note(folder, "a.txt", "the harbour at dawn")
     settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"})
     try:
-        first = run_index(settings, [str(folder)], progress=False, keep_embedders=True)
+        first = run_index(settings, [str(folder)], progress=False, keep_actors=True)
         assert first["indexed"] == 1
         kept = _kept(ray_local, settings)
         assert len(kept) == 1 and kept[0]["name"].startswith("msearch-embed-"), kept
         for i in range(2):
             _note(folder, f"n{i}.txt", f"note {i}: the ferry timetable")
-            later = run_index(settings, [str(folder)], progress=False, keep_embedders=True)
+            later = run_index(settings, [str(folder)], progress=False, keep_actors=True)
             assert later["indexed"] == 1 and later["unchanged"] == 1 + i, later
             assert _kept(ray_local, settings) == kept  # the same actor, the same process: no model load
         # What the kept actor embedded is what a pool per run embeds.
@@ -70,6 +72,40 @@ def test_later_runs_embed_with_the_same_kept_actor(ray_local, tmp_path):
         lib.close()
 
 
+def test_later_runs_transcribe_with_the_same_kept_actor(ray_local, tmp_path):
+    import json
+
+    from msearch.embed.resolve import resolve_whisper
+    from pipelines.index import run_index
+    from pipelines.owner import OwnerClient, get_owner, stop_owner
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    speak(folder / "budget.wav", "The budget for the new bridge was far too small.")
+    _note(folder, "a.txt", "the harbour at dawn")
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake",
+                                                        "whisper": resolve_whisper("base", tmp_path / "models")})
+    try:
+        first = run_index(settings, [str(folder)], progress=False, keep_actors=True)
+        assert first["indexed"] == 2 and not first["failed"], first
+        kept = _kept(ray_local, settings, "transcribe")
+        assert len(kept) == 1 and kept[0]["name"].startswith("msearch-transcribe-"), kept
+        # A run without recordings passes its files by; one with a recording transcribes it with
+        # the same actor (Whisper loaded once).
+        _note(folder, "b.txt", "a note with nothing to say aloud")
+        assert run_index(settings, [str(folder)], progress=False, keep_actors=True)["indexed"] == 1
+        speak(folder / "ferry.wav", "The ferry leaves the island every morning at seven.")
+        later = run_index(settings, [str(folder)], progress=False, keep_actors=True)
+        assert later["indexed"] == 1 and later["unchanged"] == 3 and not later["failed"], later
+        assert _kept(ray_local, settings, "transcribe") == kept
+        store = OwnerClient(get_owner(settings, create=False))
+        words = {name: json.dumps(store.show(str(folder / name))["transcript"]).lower()
+                 for name in ("budget.wav", "ferry.wav")}
+    finally:
+        stop_owner(settings)
+    assert "budget" in words["budget.wav"] and "island every morning" in words["ferry.wav"], words
+
+
 def test_an_idle_kept_actor_exits_and_a_lost_one_is_started_again(ray_local, tmp_path):
     import ray
 
@@ -82,25 +118,25 @@ def test_an_idle_kept_actor_exits_and_a_lost_one_is_started_again(ray_local, tmp
     settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"},
                              index={"embed_keep_s": 1.0})
     try:
-        assert run_index(settings, [str(folder)], progress=False, keep_embedders=True)["indexed"] == 1
+        assert run_index(settings, [str(folder)], progress=False, keep_actors=True)["indexed"] == 1
         deadline = time.monotonic() + 60
         while _kept(ray_local, settings) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not _kept(ray_local, settings), "the idle embedding actor did not exit"
         # The next run starts one again.
         _note(folder, "b.txt", "a bridge in the storm")
-        assert run_index(settings, [str(folder)], progress=False, keep_embedders=True)["indexed"] == 1
+        assert run_index(settings, [str(folder)], progress=False, keep_actors=True)["indexed"] == 1
         # One killed between runs (an out-of-memory kill, say) is started again too.
         for actor in _kept(ray_local, settings):
             ray.kill(ray.get_actor(actor["name"], namespace="msearch"), no_restart=True)
         _note(folder, "c.txt", "an orchard in winter")
-        assert run_index(settings, [str(folder)], progress=False, keep_embedders=True)["indexed"] == 1
+        assert run_index(settings, [str(folder)], progress=False, keep_actors=True)["indexed"] == 1
     finally:
         stop_owner(settings)
 
 
 def test_other_models_or_settings_get_other_kept_actors(tmp_path):
-    from pipelines.embedders import names
+    from pipelines.kept import names
 
     fake = make_settings(tmp_path / "a", models={"clip": "fake", "text": "fake"})
     same = make_settings(tmp_path / "b", models={"clip": "fake", "text": "fake"})  # another data dir
@@ -111,3 +147,12 @@ def test_other_models_or_settings_get_other_kept_actors(tmp_path):
     assert names(fake, ["clip", "text"], 1) != names(other, ["clip", "text"], 1)
     assert names(fake, ["clip", "text"], 1) != names(gpu, ["clip", "text"], 1)
     assert names(fake, ["clip", "text"], 1) != names(fake, ["text"], 1)
+    from pipelines.kept import transcriber_names
+
+    base = make_settings(tmp_path / "e", models={"whisper": "base"})
+    assert transcriber_names(base, 1) == transcriber_names(make_settings(tmp_path / "f", models={"whisper": "base"}), 1)
+    assert transcriber_names(base, 1) != transcriber_names(make_settings(tmp_path / "g", models={"whisper": "small"}), 1)
+    assert transcriber_names(base, 1) != transcriber_names(
+        make_settings(tmp_path / "h", models={"whisper": "base"}, speech={"language": "de"}), 1)
+    assert transcriber_names(base, 1)[0].startswith("msearch-transcribe-") and transcriber_names(base, 1) != names(
+        base, ["clip", "text"], 1)

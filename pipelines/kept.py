@@ -1,0 +1,183 @@
+"""Model actors kept between runs, for drivers that index again and again.
+
+`msearch watch`, the control API's queue and jobs submitted to a cluster that outlives them make
+one run per batch of changes. With actor pools per run, each run starts a process per model
+stage, imports the model runtime and loads the models: 12-14 s on a small machine for a run whose
+own work is a tenth of a second (`benchmarks/freshness.py`). A kept actor is a named, detached
+actor that loads its models once, serves that stage of every run that asks for the same models,
+and exits after ``MSEARCH_INDEX__EMBED_KEEP_S`` seconds without work (giving back its memory,
+and its GPU). Two stages have them: embedding (:class:`EmbedService`) and transcription
+(:class:`TranscribeService`, which loads Whisper on the first recording it gets).
+
+Such a stage becomes light tasks that hand each batch to a kept actor and wait; an actor that
+has exited (or died) is started again by the next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+
+import pyarrow as pa
+import ray
+
+from pipelines.owner import NAMESPACE
+
+log = logging.getLogger("msearch.pipeline")
+CALL_CPUS = 0.1  # a task that hands a batch to a kept actor and waits for it
+_HANDLES: dict[str, object] = {}  # name -> actor handle, per worker process
+
+
+class _Kept:
+    """A stage's UDF, loaded once, that exits after ``keep_s`` seconds without a batch."""
+
+    def __init__(self, udf, keep_s: float):
+        self.udf = udf
+        self.keep_s = keep_s
+        self._last = time.monotonic()
+        threading.Thread(target=self._expire, daemon=True, name="msearch-kept-expire").start()
+
+    def run(self, batch: pa.Table, keep_s: float | None = None) -> pa.Table:
+        """Run the stage on a batch; ``keep_s``: the caller's idle time before exit (the latest run's says)."""
+        if keep_s is not None:
+            self.keep_s = keep_s
+        try:
+            return self.udf(batch)
+        finally:
+            self._last = time.monotonic()
+
+    def ping(self) -> int:
+        """This actor's process id."""
+        return os.getpid()
+
+    def quit(self) -> None:
+        ray.actor.exit_actor()
+
+    def _expire(self) -> None:
+        """Exit once no batch came for ``keep_s`` seconds (calls run one at a time: an exit asked
+        for while a batch waits runs after it, and a later caller starts a new actor)."""
+        while True:
+            time.sleep(max(0.2, min(5.0, self.keep_s / 4)))
+            if time.monotonic() - self._last > self.keep_s:
+                log.info("%s idle for %.0f s: exiting", type(self).__name__, self.keep_s)
+                ray.get_runtime_context().current_actor.quit.remote()
+                return
+
+
+class EmbedService(_Kept):
+    """A kept embedding actor: the pipeline's :class:`~pipelines.stages.EmbedUnits`."""
+
+    def __init__(self, settings, roles: list[str], keep_s: float):
+        from pipelines.stages import EmbedUnits
+
+        super().__init__(EmbedUnits(settings, roles), keep_s)
+
+
+class TranscribeService(_Kept):
+    """A kept transcription actor: the pipeline's :class:`~pipelines.stages.Transcribe`."""
+
+    def __init__(self, settings, keep_s: float):
+        from pipelines.stages import Transcribe
+
+        super().__init__(Transcribe(settings), keep_s)
+
+
+def _names(prefix: str, key: dict, count: int) -> list[str]:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return [f"msearch-{prefix}-{digest}-{i}" for i in range(count)]
+
+
+def names(settings, roles: list[str], count: int) -> list[str]:
+    """The kept embedders for these models and settings (runs that ask for the same share them)."""
+    idx = settings.index
+    return _names("embed", {"models": settings.models.model_dump(mode="json"), "roles": sorted(roles),
+                            "threads": idx.embed_threads, "gpus": idx.embed_num_gpus, "log": settings.log_level},
+                  count)
+
+
+def transcriber_names(settings, count: int) -> list[str]:
+    """The kept transcribers for this Whisper model and these speech settings."""
+    idx = settings.index
+    return _names("transcribe", {"whisper": settings.models.whisper, "speech": settings.speech.model_dump(mode="json"),
+                                 "ffmpeg": settings.video.ffmpeg, "cpus": idx.whisper_num_cpus,
+                                 "gpus": idx.whisper_num_gpus, "log": settings.log_level}, count)
+
+
+def alive(actors: list[str]) -> int:
+    """How many of these kept actors exist in the cluster now."""
+    count = 0
+    for name in actors:
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+            count += 1
+        except ValueError:
+            pass
+    return count
+
+
+def kept_options(settings, cpus: dict[str, float], stage: str = "embed") -> dict:
+    """The resources of a kept actor of ``stage`` (embed, whisper): what a pool's actor would ask for."""
+    options = {"num_cpus": cpus[stage]}
+    gpus = settings.index.embed_num_gpus if stage == "embed" else settings.index.whisper_num_gpus
+    if gpus:
+        options["num_gpus"] = gpus
+    return options
+
+
+def start(service: type, actors: list[str], options: dict, *args) -> None:
+    """Start the kept actors that are not running (without waiting: they load their models while
+    the run hashes and decodes). A handle held from an earlier run may name one that has exited
+    since: each is looked up again (``get_if_exists`` returns the one running). ``args``: the
+    service's, after the settings: ``roles`` for an :class:`EmbedService`."""
+    for name in actors:
+        _HANDLES.pop(name, None)
+        _handle(service, name, options, args)
+
+
+def _handle(service: type, name: str, options: dict, args: tuple):
+    handle = _HANDLES.get(name)
+    if handle is None:
+        settings = args[0]
+        handle = ray.remote(service).options(
+            name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=0,
+            **options).remote(*args, settings.index.embed_keep_s)
+        _HANDLES[name] = handle
+    return handle
+
+
+def _call(service: type, batch: pa.Table, actors: list[str], options: dict, args: tuple) -> pa.Table:
+    """Hand the batch to one of the kept actors and wait."""
+    from pipelines.stages import background
+
+    settings = args[0]
+    background(settings)
+    name = random.choice(actors)
+    for attempt in (1, 2):
+        handle = _handle(service, name, options, args)
+        try:
+            return ray.get(handle.run.remote(batch, settings.index.embed_keep_s))
+        except ray.exceptions.RayActorError:
+            # It exited (idle) or died between runs: start it again, once.
+            _HANDLES.pop(name, None)
+            if attempt == 2:
+                raise
+            log.info("%s %s is gone; starting it again", service.__name__, name)
+
+
+def embed_kept(batch: pa.Table, settings, roles: list[str], embedders: list[str], options: dict) -> pa.Table:
+    """The embedding stage with kept embedders."""
+    return _call(EmbedService, batch, embedders, options, (settings, roles))
+
+
+def transcribe_kept(batch: pa.Table, settings, transcribers: list[str], options: dict) -> pa.Table:
+    """The transcription stage with kept transcribers: only a batch that holds a recording goes to
+    one (the others pass as they are, as the transcriber would pass them)."""
+    kinds, errors = batch.column("kind").to_pylist(), batch.column("error").to_pylist()
+    if not any(k in ("audio", "video") and not e for k, e in zip(kinds, errors)):
+        return batch
+    return _call(TranscribeService, batch, transcribers, options, (settings,))
