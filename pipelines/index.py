@@ -79,9 +79,8 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
             "embed": kept.alive(actors["embed"]), "whisper": kept.alive(actors["transcribe"])})
         if actors and actors["embed"]:
             kept.start(kept.EmbedService, actors["embed"], kept.kept_options(settings, cpus), settings, roles)
-        if actors and actors["transcribe"]:
-            kept.start(kept.TranscribeService, actors["transcribe"], kept.kept_options(settings, cpus, "whisper"),
-                       settings)
+        # A transcriber is started by the first recording that needs one: a run without recordings
+        # leaves no actor holding a CPU share (Serve's replicas may need it) for EMBED_KEEP_S.
         return run_on_ray(build(cpus, _decode_tasks(settings), actors), rows,
                           IndexSink(settings, num_cpus=cpus["write"]), limit)
 

@@ -6,8 +6,9 @@ stage, imports the model runtime and loads the models: 12-14 s on a small machin
 own work is a tenth of a second (`benchmarks/freshness.py`). A kept actor is a named, detached
 actor that loads its models once, serves that stage of every run that asks for the same models,
 and exits after ``MSEARCH_INDEX__EMBED_KEEP_S`` seconds without work (giving back its memory,
-and its GPU). Two stages have them: embedding (:class:`EmbedService`) and transcription
-(:class:`TranscribeService`, which loads Whisper on the first recording it gets).
+and its GPU). Two stages have them: embedding (:class:`EmbedService`, started as a run that
+embeds begins) and transcription (:class:`TranscribeService`, started by the first batch that
+holds a recording, and loading Whisper then).
 
 Such a stage becomes light tasks that hand each batch to a kept actor and wait; an actor that
 has exited (or died) is started again by the next call.

@@ -81,13 +81,16 @@ def test_later_runs_transcribe_with_the_same_kept_actor(ray_local, tmp_path):
 
     folder = tmp_path / "folder"
     folder.mkdir()
-    speak(folder / "budget.wav", "The budget for the new bridge was far too small.")
     _note(folder, "a.txt", "the harbour at dawn")
     settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake",
                                                         "whisper": resolve_whisper("base", tmp_path / "models")})
     try:
+        # A run without recordings starts no transcriber (none holds a CPU share for nothing).
+        assert run_index(settings, [str(folder)], progress=False, keep_actors=True)["indexed"] == 1
+        assert _kept(ray_local, settings, "transcribe") == []
+        speak(folder / "budget.wav", "The budget for the new bridge was far too small.")
         first = run_index(settings, [str(folder)], progress=False, keep_actors=True)
-        assert first["indexed"] == 2 and not first["failed"], first
+        assert first["indexed"] == 1 and not first["failed"], first
         kept = _kept(ray_local, settings, "transcribe")
         assert len(kept) == 1 and kept[0]["name"].startswith("msearch-transcribe-"), kept
         # A run without recordings passes its files by; one with a recording transcribes it with
