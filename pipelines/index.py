@@ -239,7 +239,8 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: dic
                  least, have, factor)
         cpus, limit = {stage: value * factor for stage, value in cpus.items()}, have
     if kept_alive is not None:
-        # Kept actors are not Ray Data's: the ones about to start take their CPUs from its share.
+        # Kept actors are not Ray Data's: the ones this run may start (a transcriber: with its first
+        # recording) take their CPUs from its share.
         limit = max(0.05, (have if limit is None else limit) - starting["embed"] * cpus["embed"]
                     - starting["whisper"] * cpus["whisper"])
     return cpus, limit
