@@ -134,7 +134,7 @@ def start(service: type, actors: list[str], options: dict, *args) -> None:
     """Start the kept actors that are not running (without waiting: they load their models while
     the run hashes and decodes). A handle held from an earlier run may name one that has exited
     since: each is looked up again (``get_if_exists`` returns the one running). ``args``: the
-    service's, after the settings: ``roles`` for an :class:`EmbedService`."""
+    service's own, settings first (``settings, roles`` for an :class:`EmbedService`)."""
     for name in actors:
         _HANDLES.pop(name, None)
         _handle(service, name, options, args)
