@@ -224,6 +224,45 @@ def test_a_file_is_indexed_once_its_points_are_flushed(lib, fake_settings, tmp_p
     assert [os.path.basename(i["path"]) for i in report["indexed"]] == ["note.txt"]
 
 
+def test_a_retried_claim_decodes_again_what_is_unsettled_and_records_nothing_twice(lib, fake_settings, tmp_path,
+                                                                                  embedders):
+    """Ray retries a hash task whose worker died after its claim: the same rows are claimed again
+    by the same run. A content not yet settled is handed out again (the first try's decode died
+    with the worker); a settled one is not; no file is reported twice."""
+    from msearch.files import hash_entry, walk
+    from msearch.units import decode_file, embed_units
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"note{i}.txt").write_text(f"Note {i}: the harbour ferry leaves at noon.\n")
+    (folder / "copy.txt").write_text("Note 0: the harbour ferry leaves at noon.\n")  # note0's content
+    (folder / "empty.txt").write_text("")
+    models = {"text": "fake-text"}
+    lib.begin_run("r1", models)
+    rows = [{**hash_entry(e, fake_settings.text.suffixes), "run_id": "r1"} for e in walk([folder])]
+    first = lib.claim("r1", rows, models, {})
+    assert len({r["content_hash"] for r in first}) == len(first) == 3
+
+    def embedded(claimed):
+        return embed_units([u for c in claimed for chunk in decode_file(c, fake_settings, models) for u in chunk],
+                           {"text": embedders["text"]})
+
+    lib.write(embedded(first[:1]))  # the first try's first file got through
+    lib.writer.commit()
+    again = lib.claim("r1", rows, models, {})  # the retry
+    # Unsettled contents come again, once each (copy.txt shares note0's content).
+    assert sorted(r["content_hash"] for r in again) == sorted(r["content_hash"] for r in first[1:])
+    lib.write(embedded(again))
+    report = lib.finish_run("r1")
+    assert _paths(report, "indexed") == ["copy.txt", "note0.txt", "note1.txt", "note2.txt"]
+    assert _paths(report, "skipped") == ["empty.txt"]
+    assert not report.get("failed") and not report.get("unchanged")
+    assert {lib.show(str(folder / n))["status"] for n in ("copy.txt", "note0.txt", "note1.txt", "note2.txt")} == \
+        {"indexed"}
+    assert lib.verify()["ok"]
+
+
 def test_the_sink_hands_the_owner_whole_batches_of_small_blocks(lib, fake_settings, tmp_path, embedders):
     """Ray Data gives a write task several small blocks (the embedding actor's batches) at once:
     the owner gets them as batches of ``write_batch_size`` units, and every file settles."""

@@ -62,11 +62,21 @@ class Claims:
         updates, emit = [], []
         fresh, replaced = [], []  # contents about to be embedded; contents a path left
         restamp = []  # indexed contents whose files changed (a copy, a touched file)
+        claimed = self.ledger.claimed.setdefault(run_id, set())
         for r in rows:
             path, h, kind = r["path"], r.get("content_hash"), r.get("kind")
             old = known.get(path)
+            fid = file_id_for(path)
+            if fid in claimed and (h is None or old and old["content_hash"] == h):
+                # Claimed by this run already: Ray retries a task whose worker died after its claim.
+                # Its file is recorded; its content is decoded again unless it is settled, or
+                # being embedded by another run.
+                if h is not None and self.ledger.inflight.get(h) == run_id:
+                    emit.append({**r, "run_id": run_id})
+                continue
+            claimed.add(fid)
             row = {
-                "file_id": file_id_for(path), "path": path, "size": r.get("size"), "mtime": r.get("mtime"),
+                "file_id": fid, "path": path, "size": r.get("size"), "mtime": r.get("mtime"),
                 "content_hash": h, "kind": kind, "format": r.get("format"), "status": "pending",
                 "models": roles_for_kind(kind, models), "units_expected": None,
                 "attempts": (old.get("attempts") or 0) if old and old["status"] == "failed" else 0,

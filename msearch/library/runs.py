@@ -25,12 +25,15 @@ class RunLedger:
         self.stages: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.outcomes: dict[str, dict[str, list]] = {}
         self.jobs: dict[str, str | None] = {}  # run id -> the Ray job (driver) running it
+        # run id -> the files (ids) it has claimed: a claim of one again is a retried task's
+        self.claimed: dict[str, set[str]] = {}
         # Whether a job's driver still runs (the owner actor answers from Ray; default: yes).
         self.job_alive: Callable[[str], bool] = lambda job_id: True
 
     def begin(self, run_id: str, job_id: str | None) -> None:
         self.outcomes[run_id] = defaultdict(list)
         self.jobs[run_id] = job_id
+        self.claimed[run_id] = set()
 
     def dead_runs(self) -> set[str]:
         return {run for run, job in self.jobs.items() if job and not self.job_alive(job)}
@@ -38,6 +41,7 @@ class RunLedger:
     def end(self, run_id: str) -> tuple[dict[str, list], dict[str, float]]:
         """Forget a run; returns its outcomes and its seconds per stage."""
         self.jobs.pop(run_id, None)
+        self.claimed.pop(run_id, None)
         return self.outcomes.pop(run_id, {}), dict(self.stages.pop(run_id, {}))
 
     def record(self, run_id: str, outcome: str, path: str, error: str | None = None) -> None:
