@@ -89,21 +89,11 @@ def test_an_embedding_actor_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_p
     env = _env(tmp_path / "data")
     job = subprocess.Popen([MSEARCH, "index", str(corpus), "--json"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
-    killed = None
-    deadline = time.monotonic() + 120
-    while killed is None and job.poll() is None and time.monotonic() < deadline:
-        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-        actors = [int(line.split()[0]) for line in ps.splitlines() if "MapBatches(EmbedUnits)" in line]
-        if actors:
-            time.sleep(1.0)  # let it take batches
-            try:
-                os.kill(actors[0], signal.SIGKILL)
-                killed = actors[0]
-            except ProcessLookupError:  # it ended meanwhile (the run too, maybe: then the assert below says so)
-                pass
-        time.sleep(0.1)
+    # Killed while it embeds a batch (its title names the method it runs): a run with the free
+    # models may end within a second of the actor's start.
+    killed = _kill_when_seen(job, "ray::MapWorker(MapBatches(EmbedUnits)).submit", 0.0)
     out, _ = job.communicate(timeout=600)
-    assert killed, "the embedding actor was never seen"
+    assert killed, "the embedding actor was never seen embedding"
     summary = json.loads(out)
     assert summary["indexed"] == 120 and not summary["failed"], summary["failed"][:3]
     verify = _json(["verify"], env)
