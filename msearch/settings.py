@@ -130,7 +130,7 @@ class IndexSettings(_Section):
     # outlives it) keep their embedding actors, models loaded, for the next run; one idle this
     # long exits. 0: a new actor pool (and model load) every run.
     embed_keep_s: float = Field(300.0, ge=0)
-    whisper_actors: int = 1  # transcription actor pool, apart from the embedding actors
+    whisper_actors: int = 1  # transcription actors, apart from the embedding actors
     whisper_num_cpus: float = 1.0
     whisper_num_gpus: float = 0.0
     write_batch_size: int = 512  # units per write to the store owner

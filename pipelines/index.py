@@ -81,8 +81,13 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
             kept.start(kept.EmbedService, actors["embed"], kept.kept_options(settings, cpus), settings, roles)
         # A transcriber is started by the first recording that needs one: a run without recordings
         # leaves no actor holding a CPU share (Serve's replicas may need it) for EMBED_KEEP_S.
-        return run_on_ray(build(cpus, _decode_tasks(settings), actors), rows,
-                          IndexSink(settings, num_cpus=cpus["write"]), limit)
+        stages = build(cpus, _decode_tasks(settings), actors)
+        transcribe = next((s.kwargs.get("transcribe") for s in stages if s.name == "decode"), None)
+        try:
+            return run_on_ray(stages, rows, IndexSink(settings, num_cpus=cpus["write"]), limit)
+        finally:
+            if transcribe is not None and not (actors and actors["transcribe"]):
+                kept.stop(transcribe.names)  # this run's own transcribers
 
     summary, _ = index_files(owner, settings, paths, model_ids(ok), missing, execute,
                              job_id=ray.get_runtime_context().get_job_id())
@@ -206,17 +211,18 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: dic
     task at once (a small machine, or Serve replicas holding some): Ray Data would otherwise
     wait without a word. Ray's CPUs are scheduling shares; the stages still share the cores.
     ``kept_alive``: the embedding and transcription actors are kept ones, this many of which
-    already run (``embed``, ``whisper``; they hold their CPUs); None: actor pools of this run."""
+    already run (``embed``, ``whisper``; they hold their CPUs); None: an embedding actor pool
+    and transcribers of this run."""
     idx = settings.index
     # Hashing asks what decoding asks, so that Ray Data fuses the two into one task (no block
-    # between them) when no transcription stands between.
+    # between them).
     cpus = {"hash": idx.decode_num_cpus, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
             "embed": idx.embed_num_cpus if embedding else 0.0, "whisper": idx.whisper_num_cpus if speech else 0.0}
     starting = {"embed": idx.embed_actors, "whisper": idx.whisper_actors}  # actors this run starts
     calls = 0.0  # the tasks that call kept actors
     if kept_alive is not None:
         starting = {stage: n - kept_alive.get(stage, 0) for stage, n in starting.items()}
-        calls = kept.CALL_CPUS * (embedding + speech)
+        calls = kept.CALL_CPUS * embedding
     actors = starting["embed"] * cpus["embed"] + starting["whisper"] * cpus["whisper"] + calls
     least = actors + max(cpus["hash"], cpus["decode"], cpus["write"])  # what must fit at one time
     gpus = (idx.embed_actors * idx.embed_num_gpus if embedding else 0) + \
@@ -238,11 +244,12 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: dic
         log.info("the indexing pipeline needs %.2f CPU at once and %.2f are free: CPU requests scaled by %.2f",
                  least, have, factor)
         cpus, limit = {stage: value * factor for stage, value in cpus.items()}, have
-    if kept_alive is not None:
-        # Kept actors are not Ray Data's: the ones this run may start (a transcriber: with its first
-        # recording) take their CPUs from its share.
-        limit = max(0.05, (have if limit is None else limit) - starting["embed"] * cpus["embed"]
-                    - starting["whisper"] * cpus["whisper"])
+    # Kept actors and transcribers are not Ray Data's: the ones this run may start (a transcriber:
+    # with its first recording) take their CPUs from its share.
+    outside = starting["whisper"] * cpus["whisper"] + (starting["embed"] * cpus["embed"] if kept_alive is not None
+                                                       else 0.0)
+    if outside:
+        limit = max(0.05, (have if limit is None else limit) - outside)
     return cpus, limit
 
 

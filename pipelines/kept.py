@@ -10,8 +10,10 @@ and its GPU). Two stages have them: embedding (:class:`EmbedService`, started as
 embeds begins) and transcription (:class:`TranscribeService`, started by the first batch that
 holds a recording, and loading Whisper then).
 
-Such a stage becomes light tasks that hand each batch to a kept actor and wait; an actor that
-has exited (or died) is started again by the next call.
+The embedding stage becomes light tasks that hand each batch to a kept actor and wait. Decode
+tasks hand their recordings to a transcription actor (:class:`Transcribers`) in every run: a
+one-shot run's own, which it ends with the run, or the kept ones. An actor that has exited (or
+died) is started again by the next call.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import random
 import threading
 import time
+from typing import Iterator
 
 import pyarrow as pa
 import ray
@@ -101,12 +104,14 @@ def names(settings, roles: list[str], count: int) -> list[str]:
                   count)
 
 
-def transcriber_names(settings, count: int) -> list[str]:
-    """The kept transcribers for this Whisper model and these speech settings."""
+def transcriber_names(settings, count: int, run_id: str | None = None) -> list[str]:
+    """The kept transcribers for this Whisper model and these speech settings (``run_id``: a
+    one-shot run's own, which no other run shares)."""
     idx = settings.index
-    return _names("transcribe", {"whisper": settings.models.whisper, "speech": settings.speech.model_dump(mode="json"),
-                                 "ffmpeg": settings.video.ffmpeg, "cpus": idx.whisper_num_cpus,
-                                 "gpus": idx.whisper_num_gpus, "log": settings.log_level}, count)
+    key = {"whisper": settings.models.whisper, "speech": settings.speech.model_dump(mode="json"),
+           "ffmpeg": settings.video.ffmpeg, "cpus": idx.whisper_num_cpus, "gpus": idx.whisper_num_gpus,
+           "log": settings.log_level}
+    return _names("transcribe", {**key, "run": run_id} if run_id else key, count)
 
 
 def alive(actors: list[str]) -> int:
@@ -140,13 +145,23 @@ def start(service: type, actors: list[str], options: dict, *args) -> None:
         _handle(service, name, options, args)
 
 
-def _handle(service: type, name: str, options: dict, args: tuple):
+def stop(actors: list[str]) -> None:
+    """End these actors if they run (a one-shot run's transcribers, as the run ends)."""
+    for name in actors:
+        _HANDLES.pop(name, None)
+        try:
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+        except ValueError:  # never started (no recording), or gone already
+            pass
+
+
+def _handle(service: type, name: str, options: dict, args: tuple, keep_s: float | None = None):
     handle = _HANDLES.get(name)
     if handle is None:
         settings = args[0]
         handle = ray.remote(service).options(
             name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=0,
-            **options).remote(*args, settings.index.embed_keep_s)
+            **options).remote(*args, settings.index.embed_keep_s if keep_s is None else keep_s)
         _HANDLES[name] = handle
     return handle
 
@@ -175,10 +190,46 @@ def embed_kept(batch: pa.Table, settings, roles: list[str], embedders: list[str]
     return _call(EmbedService, batch, embedders, options, (settings, roles))
 
 
-def transcribe_kept(batch: pa.Table, settings, transcribers: list[str], options: dict) -> pa.Table:
-    """The transcription stage with kept transcribers: only a batch that holds a recording goes to
-    one (the others pass as they are, as the transcriber would pass them)."""
-    kinds, errors = batch.column("kind").to_pylist(), batch.column("error").to_pylist()
-    if not any(k in ("audio", "video") and not e for k, e in zip(kinds, errors)):
-        return batch
-    return _call(TranscribeService, batch, transcribers, options, (settings,))
+class Transcribers:
+    """Where a decode task sends its recordings: the transcription actors ``names`` (kept ones,
+    or a one-shot run's own), each started by the first recording that needs it, so that a run
+    without recordings starts none and its files pass no actor. Picklable: it travels with the
+    decode stage's arguments. ``keep_s``: how long one waits idle before it exits (None: the
+    kept actors' ``MSEARCH_INDEX__EMBED_KEEP_S``)."""
+
+    def __init__(self, settings, names: list[str], options: dict, keep_s: float | None = None):
+        self.settings, self.names, self.options, self.keep_s = settings, names, options, keep_s
+
+    def transcribe(self, rows: list[dict]) -> Iterator[dict]:
+        """Hand every row to a transcriber now; yields them with their ``speech`` as they finish."""
+        from pipelines import schema
+
+        keep_s = self.settings.index.embed_keep_s if self.keep_s is None else self.keep_s
+        args = (self.settings,)
+
+        def submit(row: dict, name: str):
+            handle = _handle(TranscribeService, name, self.options, args, self.keep_s)
+            return handle.run.remote(schema.table([row], schema.HASHED), keep_s)
+
+        pending = {}
+        for row in rows:
+            name = random.choice(self.names)
+            pending[submit(row, name)] = (row, name, 1)
+
+        def results() -> Iterator[dict]:
+            while pending:
+                (ready,), _ = ray.wait(list(pending), num_returns=1)
+                row, name, attempt = pending.pop(ready)
+                try:
+                    out = ray.get(ready).to_pylist()[0]
+                except ray.exceptions.RayActorError:
+                    # It exited (idle) or died: start it again, once per row.
+                    _HANDLES.pop(name, None)
+                    if attempt == 2:
+                        raise
+                    log.info("TranscribeService %s is gone; starting it again", name)
+                    pending[submit(row, name)] = (row, name, 2)
+                    continue
+                yield out
+
+        return results()

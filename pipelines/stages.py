@@ -9,12 +9,13 @@ process).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import pyarrow as pa
 
@@ -25,6 +26,7 @@ from pipelines import schema
 
 log = logging.getLogger("msearch.pipeline")
 WRITE_CPUS = 0.1
+RUN_TRANSCRIBER_KEEP_S = 60.0  # at least this idle before a one-shot run's transcriber exits by itself
 
 
 @dataclass
@@ -47,27 +49,28 @@ class Stage:
 def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list[str], speech: bool,
                  cpus: dict[str, float], tasks: int | None = None, kept: dict[str, list[str]] | None = None
                  ) -> list[Stage]:
-    """The stages of one run, in order: hash and claim, transcribe (speech models only), decode,
-    embed (when a model with a vector space is available). The write is the sink's. ``tasks``:
-    hash and decode tasks at once (None: as CPUs allow). ``kept``: the names of kept actors
-    (:mod:`pipelines.kept`) to embed (``embed``) and transcribe (``transcribe``) with, instead of
-    actor pools of this run."""
+    """The stages of one run, in order: hash and claim, decode (which hands recordings to
+    transcription actors first, with speech models), embed (when a model with a vector space is
+    available). The write is the sink's. ``tasks``: hash and decode tasks at once (None: as CPUs
+    allow). ``kept``: the names of kept actors (:mod:`pipelines.kept`) to embed (``embed``) and
+    transcribe (``transcribe``) with, instead of an embedding actor pool and transcribers of
+    this run."""
     idx = settings.index
     stages = [Stage("hash", hash_and_claim, {"settings": settings, "run_id": run_id, "models": models,
                                              "missing": missing}, idx.hash_batch_size, cpus["hash"], tasks=tasks,
                     owner=True)]
     kept = kept or {}
-    if speech and kept.get("transcribe"):
-        from pipelines.kept import CALL_CPUS, kept_options, transcribe_kept
+    transcribe = None
+    if speech:
+        from pipelines.kept import Transcribers, kept_options, transcriber_names
 
-        stages.append(Stage("transcribe", transcribe_kept, {
-            "settings": settings, "transcribers": kept["transcribe"],
-            "options": kept_options(settings, cpus, "whisper")}, 1, CALL_CPUS, tasks=2 * len(kept["transcribe"])))
-    elif speech:
-        stages.append(Stage("transcribe", Transcribe, {"settings": settings}, 1, cpus["whisper"],
-                            idx.whisper_num_gpus, actors=idx.whisper_actors))
-    stages.append(Stage("decode", decode, {"settings": settings, "models": models}, idx.decode_batch_size,
-                        cpus["decode"], tasks=tasks))
+        # Recordings go from decode tasks to transcription actors; the other files pass no actor.
+        # Without kept ones, the run's own: ended with it, or once idle if its driver died.
+        names = kept.get("transcribe") or transcriber_names(settings, idx.whisper_actors, run_id)
+        transcribe = Transcribers(settings, names, kept_options(settings, cpus, "whisper"),
+                                  None if kept.get("transcribe") else max(RUN_TRANSCRIBER_KEEP_S, idx.embed_keep_s))
+    stages.append(Stage("decode", decode, {"settings": settings, "models": models, "transcribe": transcribe},
+                        idx.decode_batch_size, cpus["decode"], tasks=tasks))
     if roles and kept.get("embed"):
         from pipelines.kept import CALL_CPUS, embed_kept, kept_options
 
@@ -112,7 +115,8 @@ def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing
 
 
 class Transcribe:
-    """A transcription actor: loads Whisper on the first audio or video file, adds ``speech``."""
+    """Transcription (in a :class:`~pipelines.kept.TranscribeService` actor): loads Whisper on the
+    first audio or video file, adds ``speech``."""
 
     def __init__(self, settings, transcriber=None):
         logging.basicConfig(level=settings.log_level)
@@ -134,13 +138,31 @@ class Transcribe:
             log.info("transcribe: %d of %d files in %.2fs", timed, len(rows), time.perf_counter() - start)
         return schema.table(rows, schema.HASHED)
 
+    def transcribe(self, rows: list[dict]) -> Iterator[dict]:
+        """The rows with their ``speech``, one at a time, in this process (as
+        :class:`~pipelines.kept.Transcribers` does through actors)."""
+        for r in rows:
+            yield transcribe_file(r, self._transcriber, self.settings)
 
-def decode(batch: pa.Table, settings, models: dict):
+
+def recording(row: dict) -> bool:
+    """Whether the file is one that transcription takes (audio or video, read without error)."""
+    return row.get("kind") in ("audio", "video") and not row.get("error")
+
+
+def decode(batch: pa.Table, settings, models: dict, transcribe=None):
     """Yields blocks of units: a long recording's windows stream on while it is still decoding;
-    the units of small files are gathered into blocks of up to ``decode_block_units``."""
+    the units of small files are gathered into blocks of up to ``decode_block_units``.
+    ``transcribe``: where recordings get their transcripts (a :class:`~pipelines.kept.Transcribers`
+    or a :class:`Transcribe`); they are handed over first, and decoded as their transcripts come
+    back, after the batch's other files."""
     background(settings)
     held: list[dict] = []
-    for r in batch.to_pylist():
+    rows = batch.to_pylist()
+    if transcribe is not None and any(recording(r) for r in rows):
+        later = transcribe.transcribe([r for r in rows if recording(r)])
+        rows = itertools.chain([r for r in rows if not recording(r)], later)
+    for r in rows:
         start = time.perf_counter()
         n = 0
         for chunk in decode_file(r, settings, models):

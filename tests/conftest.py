@@ -151,7 +151,11 @@ def index_direct(library, settings, roots, embedders, missing=None, transcriber=
         update={"hash_batch_size": 4, "decode_block_units": 7, "write_batch_size": 7, "embed_batch_size": 7,
                 "niceness": 0})})
     cpus = {"hash": 0, "decode": 0, "write": 0, "embed": 0, "whisper": 0}
-    built = {"embed": {"embedders": embedders}, "transcribe": {"transcriber": transcriber}}
+    built = {"embed": {"embedders": embedders}}
+    if transcriber is not None:  # decode hands recordings to it, in this process
+        from pipelines.stages import Transcribe
+
+        built["decode"] = {"transcribe": Transcribe(settings, transcriber)}
 
     def execute(rows, build, embedding, speech):
         # With a Qdrant server the sink stores the points itself (here: into the library's client).

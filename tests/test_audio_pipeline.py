@@ -38,6 +38,12 @@ def test_a_videos_words_are_found_at_the_right_time(ray_local, tmp_path, minilm_
     try:
         summary = run_index(settings, [str(root)], progress=False)
         assert summary["indexed"] == 2 and not summary["failed"] and not summary["skipped"], summary
+        # The recordings went to the run's own transcription actor, which ended with the run.
+        from ray._private.state import state  # the GCS's actor table (this cluster has no dashboard)
+
+        transcribers = [(a["ActorClassName"], a["State"]) for a in state.actor_table(None).values()
+                        if (a.get("Name") or "").startswith("msearch-transcribe-")]
+        assert transcribers == [("TranscribeService", "DEAD")], transcribers
         store = OwnerClient(get_owner(settings, create=False))
         shown = store.show(str(video))
         assert shown["media"]["language"] == "en" and shown["media"]["scenes"] == 2
