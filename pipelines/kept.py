@@ -195,26 +195,34 @@ class Transcribers:
     or a one-shot run's own), each started by the first recording that needs it, so that a run
     without recordings starts none and its files pass no actor. Picklable: it travels with the
     decode stage's arguments. ``keep_s``: how long one waits idle before it exits (None: the
-    kept actors' ``MSEARCH_INDEX__EMBED_KEEP_S``)."""
+    kept actors' ``MSEARCH_INDEX__EMBED_KEEP_S``). ``service``: the actor class."""
 
-    def __init__(self, settings, names: list[str], options: dict, keep_s: float | None = None):
+    def __init__(self, settings, names: list[str], options: dict, keep_s: float | None = None,
+                 service: type | None = None):
         self.settings, self.names, self.options, self.keep_s = settings, names, options, keep_s
+        self.service = service or TranscribeService
 
     def transcribe(self, rows: list[dict]) -> Iterator[dict]:
-        """Hand every row to a transcriber now; yields them with their ``speech`` as they finish."""
+        """Hand the rows to the transcribers, one at a time to each (the first at once); yields
+        them with their ``speech`` as they finish. One at a time, so that an actor that dies
+        dies on the file it was given: that file is tried once more, then recorded with the
+        error; the others go on."""
         from pipelines import schema
 
         keep_s = self.settings.index.embed_keep_s if self.keep_s is None else self.keep_s
-        args = (self.settings,)
+        first = random.randrange(len(self.names))
+        queues: dict[str, list[dict]] = {name: [] for name in self.names}
+        for i, row in enumerate(rows):
+            queues[self.names[(first + i) % len(self.names)]].append(row)
+        pending = {}  # call -> (row, actor name, attempt)
 
-        def submit(row: dict, name: str):
-            handle = _handle(TranscribeService, name, self.options, args, self.keep_s)
-            return handle.run.remote(schema.table([row], schema.HASHED), keep_s)
+        def submit(row: dict, name: str, attempt: int = 1) -> None:
+            handle = _handle(self.service, name, self.options, (self.settings,), self.keep_s)
+            pending[handle.run.remote(schema.table([row], schema.HASHED), keep_s)] = (row, name, attempt)
 
-        pending = {}
-        for row in rows:
-            name = random.choice(self.names)
-            pending[submit(row, name)] = (row, name, 1)
+        for name, queue in queues.items():
+            if queue:
+                submit(queue.pop(0), name)
 
         def results() -> Iterator[dict]:
             while pending:
@@ -222,14 +230,17 @@ class Transcribers:
                 row, name, attempt = pending.pop(ready)
                 try:
                     out = ray.get(ready).to_pylist()[0]
-                except ray.exceptions.RayActorError:
-                    # It exited (idle) or died: start it again, once per row.
-                    _HANDLES.pop(name, None)
-                    if attempt == 2:
-                        raise
-                    log.info("TranscribeService %s is gone; starting it again", name)
-                    pending[submit(row, name)] = (row, name, 2)
-                    continue
+                except ray.exceptions.RayActorError as e:
+                    _HANDLES.pop(name, None)  # it exited (idle) or died: the next call starts it again
+                    if attempt == 1:
+                        log.info("%s %s is gone; starting it again", self.service.__name__, name)
+                        submit(row, name, 2)
+                        continue
+                    log.error("the transcription actor died twice on %s: %s", row["path"], e)
+                    out = {**row, "speech": json.dumps(
+                        {"error": "transcription failed: the transcription actor died on this file"})}
+                if queues[name]:
+                    submit(queues[name].pop(0), name)
                 yield out
 
         return results()

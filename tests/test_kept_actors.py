@@ -159,3 +159,28 @@ def test_other_models_or_settings_get_other_kept_actors(tmp_path):
         make_settings(tmp_path / "h", models={"whisper": "base"}, speech={"language": "de"}), 1)
     assert transcriber_names(base, 1)[0].startswith("msearch-transcribe-") and transcriber_names(base, 1) != names(
         base, ["clip", "text"], 1)
+
+
+def test_a_recording_its_transcriber_dies_on_twice_is_recorded_and_the_rest_goes_on(ray_local, tmp_path):
+    """A transcriber that dies on a file is started again once; a second death on it gives the
+    file a transcription error (its decode records it) instead of failing the run."""
+    import json
+    import os
+
+    from pipelines.kept import Transcribers
+
+    class DiesOnClips:  # a transcription actor that dies on one file
+        def __init__(self, settings, keep_s):
+            pass
+
+        def run(self, batch, keep_s=None):
+            if batch.column("path")[0].as_py().endswith("clip.wav"):
+                os._exit(1)
+            return batch
+
+    settings = make_settings(tmp_path / "data")
+    rows = [{"path": str(tmp_path / name), "kind": "audio", "content_hash": name} for name in ("clip.wav", "talk.wav")]
+    transcribers = Transcribers(settings, ["msearch-test-dies-on-clips"], {"num_cpus": 0}, 60, DiesOnClips)
+    out = {os.path.basename(r["path"]): r.get("speech") for r in transcribers.transcribe(rows)}
+    assert out["talk.wav"] is None  # passed by this actor as it came
+    assert json.loads(out["clip.wav"])["error"].startswith("transcription failed: the transcription actor died")

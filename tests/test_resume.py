@@ -101,25 +101,35 @@ def test_an_embedding_actor_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_p
     assert not wait_no_ray_processes(60)
 
 
-def _kill_when_seen(job: subprocess.Popen, tag: str, after_s: float) -> int | None:
-    """SIGKILL the first process whose title has ``tag``, ``after_s`` after it appears, if it
-    still has it then (Ray gives a worker that finished its task the next one, of any kind)."""
-    deadline = time.monotonic() + 120
-    while job.poll() is None and time.monotonic() < deadline:
-        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-        found = [int(line.split()[0]) for line in ps.splitlines()
-                 if line.split(None, 1)[-1].startswith(tag) and "defunct" not in line]
-        if found:
-            time.sleep(after_s)
-            if job.poll() is not None:
-                return None
+def _titled(tag: str) -> list[int]:
+    """The processes whose title (command line) starts with ``tag``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             try:
-                if Path(f"/proc/{found[0]}/cmdline").read_text().startswith(tag):
-                    os.kill(found[0], signal.SIGKILL)
-                    return found[0]
-            except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+                if (entry / "cmdline").read_bytes().startswith(tag.encode()):
+                    found.append(int(entry.name))
+            except OSError:  # it ended meanwhile
                 pass
-        time.sleep(0.05)
+    return found
+
+
+def _kill_when_seen(job: subprocess.Popen, tag: str, after_s: float) -> int | None:
+    """SIGKILL the first process that has had the title ``tag`` for ``after_s`` (Ray gives a worker
+    that finished its task the next one, of any kind: a title seen once may be gone)."""
+    deadline = time.monotonic() + 120
+    since: dict[int, float] = {}  # pid -> when it was first seen with the title, without a break
+    while job.poll() is None and time.monotonic() < deadline:
+        now = time.monotonic()
+        since = {pid: since.get(pid, now) for pid in _titled(tag)}
+        for pid, first in since.items():
+            if now - first >= after_s:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    return pid
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.01)
     return None
 
 
@@ -144,7 +154,8 @@ def test_a_task_or_the_store_owner_killed_mid_run_loses_nothing(tmp_path, victim
     job = subprocess.Popen([MSEARCH, "index", str(corpus), "--json"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
-        killed = _kill_when_seen(job, victim, 0.3)
+        # A task mid-batch (a hash task a moment in, once it has likely claimed), the owner a while in.
+        killed = _kill_when_seen(job, victim, {"ray::Write": 0.0, "ray::StoreOwner": 0.3}.get(victim, 0.05))
         out, _ = job.communicate(timeout=600)
         assert killed, f"{victim} was never seen running"
         if victim != "ray::StoreOwner":  # the task is retried: this very run indexes everything
