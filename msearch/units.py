@@ -254,7 +254,7 @@ def _heard(media: dict, decoded_s: float | None, errors: str | None) -> None:
 
 
 def _speech_units(speech: str | None, roles: set[str], media: dict, notes: list[str], required: bool) -> Iterator[dict]:
-    """Transcript segments (made by the transcription stage) as text units with their times."""
+    """Transcript segments (made by a transcription actor) as text units with their times."""
     if not all(r in roles for r in SPEECH_ROLES):
         notes.append("speech needs a whisper and a text model")
         return
