@@ -7,8 +7,8 @@ own work is a tenth of a second (`benchmarks/freshness.py`). A kept actor is a n
 actor that loads its models once, serves that stage of every run that asks for the same models,
 and exits after ``MSEARCH_INDEX__EMBED_KEEP_S`` seconds without work (giving back its memory,
 and its GPU). Two stages have them: embedding (:class:`EmbedService`, started as a run that
-embeds begins) and transcription (:class:`TranscribeService`, started by the first batch that
-holds a recording, and loading Whisper then).
+embeds begins) and transcription (:class:`TranscribeService`, started by the first recording
+that needs it, and loading Whisper then).
 
 The embedding stage becomes light tasks that hand each batch to a kept actor and wait. Decode
 tasks hand their recordings to a transcription actor (:class:`Transcribers`) in every run: a
