@@ -114,9 +114,11 @@ class PageSettings(_Section):
 class IndexSettings(_Section):
     """Ray Data resources for the indexing pipeline."""
 
-    hash_batch_size: int = 256  # files per block (and task) of the pipeline, and per claim by the owner
+    hash_batch_size: int = 512  # files per block of the pipeline: one hash-and-decode task, one claim by the owner
     decode_batch_size: int = 16  # files per decode call (a long one streams its units on in chunks)
     decode_block_units: int = 64  # units of small files gathered into one block downstream
+    # A stage hands a block on once it holds this many megabytes (Ray Data's target block size).
+    block_mb: float = Field(8.0, gt=0)
     decode_num_cpus: float = 0.5
     # Hash and decode tasks at once; 0: one per core when the Ray cluster is this machine alone (a
     # local Ray counts more CPUs than cores, so that Serve's replicas fit), else as CPUs allow.

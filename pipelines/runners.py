@@ -4,6 +4,7 @@ the same stage objects and the same sink)."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Iterable, Iterator
 
@@ -17,6 +18,15 @@ from pipelines.stages import Stage
 def run_on_ray(stages: list[Stage], rows: list[dict], sink: IndexSink, cpu_limit: float | None) -> dict:
     """The stages as Ray Data operators (tasks, or actor pools for classes), then the sink's
     parallel write tasks. Returns the sink's totals."""
+    ds = dataset(stages, rows, sink.settings, cpu_limit)
+    with warnings.catch_warnings():  # a small run has fewer blocks than write tasks allowed: fine
+        warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks")
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": sink.num_cpus}, concurrency=sink.concurrency)
+    return sink.totals
+
+
+def dataset(stages: list[Stage], rows: list[dict], settings, cpu_limit: float | None = None):
+    """The run's files through the stages, as a Ray Data dataset (not yet executed)."""
     import ray
 
     # Ray Data budgets by the cluster's total; tell it what is actually free (Serve replicas may
@@ -24,10 +34,14 @@ def run_on_ray(stages: list[Stage], rows: list[dict], sink: IndexSink, cpu_limit
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
         cpu=cpu_limit if cpu_limit is not None else float("inf"))
-    # from_items builds its blocks here; from_arrow would run a 1-CPU task first, which never
-    # starts while Serve replicas hold the rest of a small cluster.
-    ds = ray.data.from_items(rows, override_num_blocks=_blocks(len(rows), stages[0].batch_size))
-    for stage in stages:
+    # A stage hands a block on once it holds this many bytes. With Ray Data's default (128 MB), a
+    # decode task kept all the units it made until it ended, and the model waited for whole tasks.
+    ctx.target_max_block_size = int(settings.index.block_mb * 2**20)
+    first, blocks = input_blocks(stages[0], rows)
+    # The blocks are put here; from_arrow would run a 1-CPU task first, which never starts while
+    # Serve replicas hold the rest of a small cluster.
+    ds = ray.data.from_blocks(blocks)
+    for stage in [first, *stages[1:]]:
         options = {"batch_size": stage.batch_size, "batch_format": "pyarrow", "num_cpus": stage.num_cpus,
                    **stage.options}
         if stage.num_gpus:
@@ -39,10 +53,7 @@ def run_on_ray(stages: list[Stage], rows: list[dict], sink: IndexSink, cpu_limit
             if stage.tasks:
                 options["compute"] = ray.data.TaskPoolStrategy(size=stage.tasks)
             ds = ds.map_batches(stage.fn, fn_kwargs=stage.kwargs, **options)
-    with warnings.catch_warnings():  # a small run has fewer blocks than write tasks allowed: fine
-        warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks")
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": sink.num_cpus}, concurrency=sink.concurrency)
-    return sink.totals
+    return ds
 
 
 def run_in_process(stages: list[Stage], rows: list[dict], sink: IndexSink, owner, built: dict | None = None,
@@ -77,5 +88,14 @@ def _outputs(result) -> Iterable[pa.Table]:
     return [result] if isinstance(result, pa.Table) else list(result)
 
 
-def _blocks(n_files: int, batch: int) -> int:
-    return max(1, min(200, -(-n_files // batch)))
+def input_blocks(stage: Stage, rows: list[dict]) -> tuple[Stage, list[pa.Table]]:
+    """The run's files in blocks of the first stage's batch, and that stage with the batch size
+    it gets. Ray Data gives a task whole blocks until they hold a batch, so a block is a task.
+    A run with fewer files than the stage's tasks at once can take in batches gets smaller
+    ones, so that every task has files (500 files in batches of 256 made one task decode them
+    all on one core while the others waited)."""
+    size = stage.batch_size
+    if stage.tasks:
+        size = max(1, min(size, -(-len(rows) // stage.tasks)))
+    blocks = [schema.table(rows[i : i + size], schema.FILES) for i in range(0, len(rows), size)]
+    return dataclasses.replace(stage, batch_size=size), blocks

@@ -300,3 +300,26 @@ def test_the_sink_hands_the_owner_whole_batches_of_small_blocks(lib, fake_settin
     assert out["units"] == 10
     report = lib.finish_run("r1")
     assert len(report["indexed"]) == 10
+
+
+def test_the_runs_files_go_in_blocks_of_one_task_each_and_a_small_run_feeds_every_task():
+    """Ray Data gives a task whole blocks until they hold the stage's batch: each block is one
+    batch (one task, one claim). A run with fewer files than the tasks at once could take in
+    whole batches is cut so that every task gets some."""
+    from pipelines.runners import input_blocks
+    from pipelines.stages import Stage
+
+    hash_stage = Stage("hash", len, {}, batch_size=512, num_cpus=0.5, tasks=2)
+    rows = [{"path": f"/f/{i}", "size": i, "mtime": 1.0, "error": None} for i in range(1100)]
+
+    stage, blocks = input_blocks(hash_stage, rows)
+    assert stage.batch_size == 512 and [b.num_rows for b in blocks] == [512, 512, 76]
+    assert [r["path"] for b in blocks for r in b.to_pylist()] == [r["path"] for r in rows]  # in order, all
+
+    stage, blocks = input_blocks(hash_stage, rows[:500])
+    assert stage.batch_size == 250 and [b.num_rows for b in blocks] == [250, 250]
+    stage, blocks = input_blocks(hash_stage, rows[:1])
+    assert stage.batch_size == 1 and [b.num_rows for b in blocks] == [1]
+    # Where Ray decides how many tasks run at once (a cluster of several nodes), blocks are whole batches.
+    stage, blocks = input_blocks(Stage("hash", len, {}, batch_size=512, num_cpus=0.5), rows[:500])
+    assert stage.batch_size == 512 and [b.num_rows for b in blocks] == [500]

@@ -153,3 +153,41 @@ def test_names_that_are_not_utf8_are_recorded_through_the_pipeline(ray_local, tm
     assert summary["indexed"] == 1
     (failed,) = summary["failed"]
     assert failed["path"].endswith("caf\\xe9-latin1.txt") and "not valid UTF-8" in failed["error"]
+
+
+def test_a_decode_task_hands_its_units_on_while_it_decodes(ray_local, tmp_path):
+    """A stage's output leaves a task in blocks of ``MSEARCH_INDEX__BLOCK_MB``: the units of a
+    task's first pictures reach the next stage before it has decoded its last ones. (With Ray
+    Data's default of 128 MB, a task's units left it all at once, when it ended.)"""
+    import uuid
+
+    from conftest import write_image
+    from msearch.files import walk
+    from pipelines import schema
+    from pipelines.owner import OwnerClient, get_owner, stop_owner
+    from pipelines.runners import dataset
+    from pipelines.stages import index_stages
+
+    for i in range(12):
+        write_image(tmp_path / "pictures" / f"{i:02d}.png", seed=i)
+    models = {"clip": "fake-clip"}
+
+    def blocks(block_mb: float) -> list[int]:
+        settings = make_settings(tmp_path / f"data-{block_mb}", models={"clip": "fake", "text": "none"},
+                                 index={"decode_block_units": 2, "block_mb": block_mb})
+        owner = OwnerClient(get_owner(settings))
+        try:
+            run_id = uuid.uuid4().hex
+            owner.begin_run(run_id, models, None)
+            files = [{n: e.get(n) for n in schema.FILES.names}
+                     for e in owner.plan(run_id, list(walk([tmp_path / "pictures"])), models)]
+            # One hash-and-decode task for all twelve pictures.
+            stages = index_stages(settings, run_id, models, {}, [], False, {"hash": 0.5, "decode": 0.5}, tasks=1)
+            ds = dataset(stages, files, settings)
+            return [len(b) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+        finally:
+            stop_owner(settings)
+
+    assert blocks(128) == [12]  # Ray Data's default: the task's units in one block, at its end
+    streamed = blocks(0.02)  # a picture's unit here is ~18 kB: every block the decode yields goes on
+    assert sum(streamed) == 12 and len(streamed) >= 6
