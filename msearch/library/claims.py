@@ -55,6 +55,7 @@ class Claims:
         ``models``: the available roles; ``missing``: role -> why it is unavailable.
         """
         known = self.catalog.files_by_path([r["path"] for r in rows])
+        self.give_way()
         copies: dict[str, list[dict]] = {}  # indexed files of the same contents, elsewhere
         for f in self.catalog.files_with_hashes([r["content_hash"] for r in rows if r.get("content_hash")], "indexed"):
             copies.setdefault(f["content_hash"], []).append(f)

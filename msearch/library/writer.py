@@ -108,6 +108,7 @@ class Writer:
             self._stored.update(u["content_hash"] for u in keep)
         hashes = {u["content_hash"] for u in keep}
         points, rows, thumbs = to_points(keep, {h: file_fields(self.ledger.files.get(h, [])) for h in hashes})
+        self.give_way()
         # What this step writes, roughly: thumbnails, texts, vectors (4 bytes a dimension, twice:
         # the store's storage and its write-ahead log).
         self.check_space(sum(len(t) for t in thumbs.values()) + sum(len(r.get("text") or "") for r in rows) +
