@@ -21,7 +21,7 @@ from msearch.embed import ROLE_PURPOSE, ROLES, SPACE_KINDS, SPEECH_ROLES, availa
 from msearch.errors import DiskFull
 from msearch.files import check_roots, walk
 from msearch.settings import Settings, load_settings
-from pipelines import kept, schema
+from pipelines import kept
 from pipelines.cluster import connect
 from pipelines.owner import OwnerClient, get_owner
 from pipelines.runners import run_on_ray
@@ -141,10 +141,10 @@ def index_files(owner, settings: Settings, paths: list[Path], models: dict[str, 
     if todo:
         roles = [r for r in models if r in SPACE_KINDS]  # the models the embedding actors load
         speech = all(r in models for r in SPEECH_ROLES)
-        rows = [{n: e.get(n) for n in schema.FILES.names} for e in todo]
         clock = time.perf_counter()
         try:
-            written = execute(rows, lambda cpus, tasks=None, kept=None: index_stages(
+            # The runners make the entries blocks of the files' schema (its columns only).
+            written = execute(todo, lambda cpus, tasks=None, kept=None: index_stages(
                 settings, run_id, models, missing, roles, speech, cpus, tasks, kept), bool(roles), speech)["units"]
         except Exception as e:
             full = cause(e, DiskFull)

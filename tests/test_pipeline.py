@@ -163,7 +163,6 @@ def test_a_decode_task_hands_its_units_on_while_it_decodes(ray_local, tmp_path):
 
     from conftest import write_image
     from msearch.files import walk
-    from pipelines import schema
     from pipelines.owner import OwnerClient, get_owner, stop_owner
     from pipelines.runners import dataset
     from pipelines.stages import index_stages
@@ -179,8 +178,7 @@ def test_a_decode_task_hands_its_units_on_while_it_decodes(ray_local, tmp_path):
         try:
             run_id = uuid.uuid4().hex
             owner.begin_run(run_id, models, None)
-            files = [{n: e.get(n) for n in schema.FILES.names}
-                     for e in owner.plan(run_id, list(walk([tmp_path / "pictures"])), models)]
+            files = owner.plan(run_id, list(walk([tmp_path / "pictures"])), models)
             # One hash-and-decode task for all twelve pictures.
             stages = index_stages(settings, run_id, models, {}, [], False, {"hash": 0.5, "decode": 0.5}, tasks=1)
             ds = dataset(stages, files, settings)
