@@ -219,11 +219,9 @@ def _fit_cpus(settings: Settings, embedding: bool, speech: bool, kept_alive: dic
     cpus = {"hash": idx.decode_num_cpus, "decode": idx.decode_num_cpus, "write": WRITE_CPUS,
             "embed": idx.embed_num_cpus if embedding else 0.0, "whisper": idx.whisper_num_cpus if speech else 0.0}
     starting = {"embed": idx.embed_actors, "whisper": idx.whisper_actors}  # actors this run starts
-    calls = 0.0  # the tasks that call kept actors
     if kept_alive is not None:
         starting = {stage: n - kept_alive.get(stage, 0) for stage, n in starting.items()}
-        calls = kept.CALL_CPUS * embedding
-    actors = starting["embed"] * cpus["embed"] + starting["whisper"] * cpus["whisper"] + calls
+    actors = starting["embed"] * cpus["embed"] + starting["whisper"] * cpus["whisper"]
     least = actors + max(cpus["hash"], cpus["decode"], cpus["write"])  # what must fit at one time
     gpus = (idx.embed_actors * idx.embed_num_gpus if embedding else 0) + \
         (idx.whisper_actors * idx.whisper_num_gpus if speech else 0)

@@ -10,9 +10,9 @@ and its GPU). Two stages have them: embedding (:class:`EmbedService`, started as
 embeds begins) and transcription (:class:`TranscribeService`, started by the first recording
 that needs it, and loading Whisper then).
 
-The embedding stage becomes light tasks that hand each batch to a kept actor and wait. Decode
-tasks hand their recordings to a transcription actor (:class:`Transcribers`) in every run: a
-one-shot run's own, which it ends with the run, or the kept ones. An actor that has exited (or
+Decode tasks hand their units to the kept embedders (:class:`Embedders`) as they decode them,
+and their recordings to a transcription actor (:class:`Transcribers`) in every run: a one-shot
+run's own, which it ends with the run, or the kept ones. An actor that has exited (or
 died) is started again by the next call.
 """
 
@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from typing import Iterator
 
 import pyarrow as pa
@@ -33,7 +34,6 @@ import ray
 from pipelines.owner import NAMESPACE
 
 log = logging.getLogger("msearch.pipeline")
-CALL_CPUS = 0.1  # a task that hands a batch to a kept actor and waits for it
 _HANDLES: dict[str, object] = {}  # name -> actor handle, per worker process
 
 
@@ -166,28 +166,51 @@ def _handle(service: type, name: str, options: dict, args: tuple, keep_s: float 
     return handle
 
 
-def _call(service: type, batch: pa.Table, actors: list[str], options: dict, args: tuple) -> pa.Table:
-    """Hand the batch to one of the kept actors and wait."""
-    from pipelines.stages import background
+class Embedders:
+    """Where a decode task sends its units with kept embedders: the actors ``names``, a batch of
+    ``embed_batch_size`` units at a time, in turn. Picklable: it travels with the decode stage's
+    arguments. A task keeps ``IN_FLIGHT`` batches at the actors while it decodes the next, so
+    decoding and embedding overlap without a stage of their own between them (its tasks would
+    be more worker processes, and Ray Data would fuse them into the write tasks, whose minimum
+    of rows per task held the first batch back until 512 units were decoded)."""
 
-    settings = args[0]
-    background(settings)
-    name = random.choice(actors)
-    for attempt in (1, 2):
-        handle = _handle(service, name, options, args)
+    IN_FLIGHT = 2
+
+    def __init__(self, settings, roles: list[str], names: list[str], options: dict):
+        self.settings, self.roles, self.names, self.options = settings, roles, names, options
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.index.embed_batch_size
+
+    def embed(self, batches: Iterator[list[dict]]) -> Iterator[pa.Table]:
+        """Each batch of units, embedded, in order: a batch goes to an actor as soon as it is
+        decoded; its result is taken once ``IN_FLIGHT`` later batches are on their way too."""
+        from pipelines import schema
+
+        first = random.randrange(len(self.names))
+        pending: deque = deque()  # (call, batch, actor name)
+        for i, units in enumerate(batches):
+            batch = schema.table(units, schema.UNITS)
+            name = self.names[(first + i) % len(self.names)]
+            pending.append((self._submit(name, batch), batch, name))
+            while len(pending) > self.IN_FLIGHT:
+                yield self._result(*pending.popleft())
+        while pending:
+            yield self._result(*pending.popleft())
+
+    def _submit(self, name: str, batch: pa.Table):
+        handle = _handle(EmbedService, name, self.options, (self.settings, self.roles))
+        return handle.run.remote(batch, self.settings.index.embed_keep_s)
+
+    def _result(self, call, batch: pa.Table, name: str) -> pa.Table:
         try:
-            return ray.get(handle.run.remote(batch, settings.index.embed_keep_s))
+            return ray.get(call)
         except ray.exceptions.RayActorError:
             # It exited (idle) or died between runs: start it again, once.
             _HANDLES.pop(name, None)
-            if attempt == 2:
-                raise
-            log.info("%s %s is gone; starting it again", service.__name__, name)
-
-
-def embed_kept(batch: pa.Table, settings, roles: list[str], embedders: list[str], options: dict) -> pa.Table:
-    """The embedding stage with kept embedders."""
-    return _call(EmbedService, batch, embedders, options, (settings, roles))
+            log.info("EmbedService %s is gone; starting it again", name)
+            return ray.get(self._submit(name, batch))
 
 
 class Transcribers:

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -50,8 +50,9 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
                  cpus: dict[str, float], tasks: int | None = None, kept: dict[str, list[str]] | None = None
                  ) -> list[Stage]:
     """The stages of one run, in order: hash and claim, decode (which hands recordings to
-    transcription actors first, with speech models), embed (when a model with a vector space is
-    available). The write is the sink's. ``tasks``: hash and decode tasks at once (None: as CPUs
+    transcription actors first, with speech models), embed (an actor pool, when a model with a
+    vector space is available; with kept embedders the decode tasks hand them their units
+    instead). The write is the sink's. ``tasks``: hash and decode tasks at once (None: as CPUs
     allow). ``kept``: the names of kept actors (:mod:`pipelines.kept`) to embed (``embed``) and
     transcribe (``transcribe``) with, instead of an embedding actor pool and transcribers of
     this run."""
@@ -69,16 +70,18 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
         names = kept.get("transcribe") or transcriber_names(settings, idx.whisper_actors, run_id)
         transcribe = Transcribers(settings, names, kept_options(settings, cpus, "whisper"),
                                   None if kept.get("transcribe") else max(RUN_TRANSCRIBER_KEEP_S, idx.embed_keep_s))
-    stages.append(Stage("decode", decode, {"settings": settings, "models": models, "transcribe": transcribe},
-                        idx.decode_batch_size, cpus["decode"], tasks=tasks))
+    embed = None
     if roles and kept.get("embed"):
-        from pipelines.kept import CALL_CPUS, embed_kept, kept_options
+        from pipelines.kept import Embedders, kept_options
 
-        # Two batches in flight per kept actor: one embedding, one waiting, so it never idles.
-        stages.append(Stage("embed", embed_kept, {"settings": settings, "roles": roles, "embedders": kept["embed"],
-                                                  "options": kept_options(settings, cpus)},
-                            idx.embed_batch_size, CALL_CPUS, tasks=2 * len(kept["embed"])))
-    elif roles:
+        # Decode tasks hand their units to the kept embedders themselves, a batch at a time, and
+        # hand on embedded units: one call of a task takes its whole block, so that its batches
+        # stay in flight while it decodes the next files.
+        embed = Embedders(settings, roles, kept["embed"], kept_options(settings, cpus))
+    stages.append(Stage("decode", decode, {"settings": settings, "models": models, "transcribe": transcribe,
+                                           "embed": embed},
+                        idx.hash_batch_size if embed else idx.decode_batch_size, cpus["decode"], tasks=tasks))
+    if roles and embed is None:
         stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
                             cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors))
     return stages
@@ -150,30 +153,42 @@ def recording(row: dict) -> bool:
     return row.get("kind") in ("audio", "video") and not row.get("error")
 
 
-def decode(batch: pa.Table, settings, models: dict, transcribe=None):
+def decode(batch: pa.Table, settings, models: dict, transcribe=None, embed=None):
     """Yields blocks of units: a long recording's windows stream on while it is still decoding;
     the units of small files are gathered into blocks of up to ``decode_block_units``.
     ``transcribe``: where recordings get their transcripts (a :class:`~pipelines.kept.Transcribers`
     or a :class:`Transcribe`); they are handed over first, and decoded as their transcripts come
-    back, after the batch's other files."""
+    back, after the batch's other files. ``embed``: kept embedders (a
+    :class:`~pipelines.kept.Embedders`) that embed the units in batches as they are decoded; the
+    blocks are then of embedded units."""
     background(settings)
-    held: list[dict] = []
     rows = batch.to_pylist()
     if transcribe is not None and any(recording(r) for r in rows):
         later = transcribe.transcribe([r for r in rows if recording(r)])
         rows = itertools.chain([r for r in rows if not recording(r)], later)
+    if embed is not None:
+        yield from embed.embed(_units(rows, settings, models, embed.batch_size))
+        return
+    for units in _units(rows, settings, models, settings.index.decode_block_units):
+        yield schema.table(units, schema.UNITS)
+
+
+def _units(rows: Iterable[dict], settings, models: dict, size: int) -> Iterator[list[dict]]:
+    """The rows' units, in lists of ``size`` (the last may be shorter; a long file's chunks go
+    on as they come)."""
+    held: list[dict] = []
     for r in rows:
         start = time.perf_counter()
         n = 0
         for chunk in decode_file(r, settings, models):
             n += len(chunk)
             held.extend(chunk)
-            if len(held) >= settings.index.decode_block_units:
-                yield schema.table(held, schema.UNITS)
-                held = []
+            while len(held) >= size:
+                yield held[:size]
+                held = held[size:]
         log.debug("decode: %s -> %d units in %.2fs", r["path"], n, time.perf_counter() - start)
     if held:
-        yield schema.table(held, schema.UNITS)
+        yield held
 
 
 def _torch_threads(threads: int) -> None:

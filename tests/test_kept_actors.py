@@ -72,6 +72,51 @@ def test_later_runs_embed_with_the_same_kept_actor(ray_local, tmp_path):
         lib.close()
 
 
+def test_decode_tasks_hand_their_units_to_the_kept_embedder_while_they_decode(ray_local, tmp_path):
+    from msearch.files import hash_entry, walk
+    from pipelines.kept import Embedders, names, stop
+    from pipelines.stages import _units, index_stages
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(12):
+        _note(folder, f"n{i:02d}.txt", f"note {i}: the ferry timetable")
+    settings = make_settings(tmp_path / "data", models={"clip": "fake", "text": "fake"}, index={"embed_batch_size": 2})
+    roles = ["clip", "text"]
+    actors = names(settings, roles, 1)
+    cpus = {"hash": 1.0, "decode": 1.0, "embed": 1.0, "whisper": 0.0, "write": 0.1}
+    stages = index_stages(settings, "run", {"clip": "fake-clip", "text": "fake-text"}, {}, roles, False, cpus,
+                          kept={"embed": actors})
+    # No stage of calls between decoding and writing: a decode task's one call takes its block.
+    assert [s.name for s in stages] == ["hash", "decode"]
+    assert stages[1].batch_size == settings.index.hash_batch_size
+    embedders = stages[1].kwargs["embed"]
+    assert isinstance(embedders, Embedders)
+
+    rows = [{**hash_entry(e, settings.text.suffixes), "run_id": "run"} for e in sorted(walk([folder]),
+                                                                                         key=lambda e: e["path"])]
+    made = []  # batches decoded so far
+
+    def decoded():
+        for batch in _units(rows, settings, {"clip": "fake-clip", "text": "fake-text"}, embedders.batch_size):
+            made.append(batch)
+            yield batch
+
+    out = []  # (batches decoded when this one came back embedded, its units)
+    try:
+        for table in embedders.embed(decoded()):
+            out.append((len(made), table.to_pylist()))
+    finally:
+        stop(actors)
+    assert [len(units) for _, units in out] == [2] * 6
+    # The first batch came back while the later ones were still to decode: the task keeps
+    # IN_FLIGHT batches at the actor, no more.
+    assert [n for n, _ in out] == [min(6, i + 1 + Embedders.IN_FLIGHT) for i in range(6)]
+    units = [u for _, batch in out for u in batch]
+    assert [u["path"] for u in units] == [r["path"] for r in rows]  # in order
+    assert all(u["vector"] and u["model"] == "fake-text" and u["sparse_indices"] for u in units)
+
+
 def test_later_runs_transcribe_with_the_same_kept_actor(ray_local, tmp_path):
     import json
 
