@@ -200,6 +200,52 @@ def test_bookkeeping_gives_way_to_a_running_search(lib, fake_settings, corpus, e
     searching.join()
 
 
+def test_a_search_finds_its_files_while_a_write_holds_the_catalog(lib, fake_settings, corpus, embedders):
+    import threading
+
+    index_direct(lib, fake_settings, [corpus], embedders)
+    service = SearchService(embedders, lib, fake_settings)
+    want = [r["path"] for r in service.search_text("budget")]
+    assert want
+    holding, release = threading.Event(), threading.Event()
+
+    def write():  # a long catalog statement of a run, in the owner's writing thread
+        with lib.catalog._lock:
+            holding.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    holding.wait(5)
+    try:
+        start = time.perf_counter()
+        got = [r["path"] for r in service.search_text("budget")]
+        took = time.perf_counter() - start
+    finally:
+        release.set()
+        writer.join()
+    assert got == want and took < 2.0
+
+
+def test_points_go_to_the_vector_store_in_parts_with_searches_let_in_between(lib, fake_settings, tmp_path,
+                                                                            embedders):
+    from msearch.library.writer import UPSERT_POINTS
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(UPSERT_POINTS + 40):
+        write_image(folder / f"p{i:03d}.png", seed=i)
+    calls = []
+    upsert, give_way = lib.vectors.upsert, lib.writer.give_way
+    lib.vectors.upsert = lambda space, points: (calls.append(("upsert", space, len(points))), upsert(space, points))
+    lib.writer.give_way = lambda: (calls.append(("give_way",)), give_way())
+    report = index_direct(lib, fake_settings, [folder], embedders)
+    assert len(report["indexed"]) == UPSERT_POINTS + 40
+    upserts = [c for c in calls if c[0] == "upsert"]
+    assert sum(c[2] for c in upserts) == UPSERT_POINTS + 40 and max(c[2] for c in upserts) <= UPSERT_POINTS
+    assert all(calls[i - 1] == ("give_way",) for i, c in enumerate(calls) if c[0] == "upsert")
+
+
 def test_a_file_is_indexed_once_its_points_are_flushed(lib, fake_settings, tmp_path, embedders, monkeypatch):
     from msearch.files import hash_entry, walk
     from msearch.units import decode_file, embed_units

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 SNIPPET_CHARS = 300
 COMMIT_EVERY_S = 1.0  # flush the vector store (and settle what it completes) at most this often
 COMMIT_SHARE = 0.05  # ... and no more often than keeps commits to this share of the owner's time
+UPSERT_POINTS = 128  # points per call of the vector store: the engine holds the interpreter ~0.1 ms a point,
+# and a search in the owner waits for the call it arrives in
 
 
 def to_points(units: list[dict], fields: dict[str, dict] | None = None
@@ -120,9 +122,10 @@ class Writer:
         # the two leaves units that the next claim of the content finds and drops.
         self.catalog.add_units(rows)
         for space, space_points in points.items():
-            self.give_way()
             self.vectors.ensure_space(space, len(space_points[0].dense))
-            self.vectors.upsert(space, space_points)
+            for i in range(0, len(space_points), UPSERT_POINTS):
+                self.give_way()
+                self.vectors.upsert(space, space_points[i : i + UPSERT_POINTS])
         for space, dim in {u["space"]: u["dim"] for u in keep if u.get("dim")}.items():
             self.vectors.ensure_space(space, dim)  # a space a write task created on the server
         self.give_way()

@@ -82,6 +82,12 @@ def damaged_catalog(path: str, e: Exception) -> str:
             f"anew and every file is embedded again; or restore it from a backup")
 
 
+def _fetch(cur, sql: str, params: Iterable[Any]) -> list[dict]:
+    cur.execute(sql, list(params))
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
 class Catalog:
     """DuckDB file catalog. One process opens it (DuckDB's file lock enforces that)."""
 
@@ -96,6 +102,8 @@ class Catalog:
         except duckdb.Error as e:
             raise ConfigError(damaged_catalog(self.path, e)) from e
         self._lock = threading.RLock()
+        self._local = threading.local()  # a searching thread's own cursor (see _rows)
+        self._cursors: list = []
         try:
             self._con.execute(_SCHEMA)
             # Touch every table once: damage to them shows now, named, not in the middle of a run.
@@ -107,6 +115,8 @@ class Catalog:
 
     def close(self) -> None:
         with self._lock:
+            for cur in self._cursors:
+                cur.close()
             self._con.close()
 
     # -- helpers -------------------------------------------------------------------------
@@ -123,15 +133,27 @@ class Catalog:
                 raise ConfigError(f"cannot use catalog {self.path}: {e}") from e
             raise ConfigError(damaged_catalog(self.path, e)) from e
 
-    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+    def _rows(self, sql: str, params: Iterable[Any] = (), beside_writes: bool = False) -> list[dict]:
+        """``beside_writes``: on this thread's own cursor, without waiting for the statement
+        another thread is writing with (a search's lookup during a run: DuckDB lets it read what
+        was committed before, and runs both at once)."""
+        if beside_writes:
+            with self._reading():
+                return _fetch(self._cursor(), sql, params)
         with self._lock, self._reading():
             cur = self._con.cursor()
             try:
-                cur.execute(sql, list(params))
-                names = [d[0] for d in cur.description]
-                return [dict(zip(names, r)) for r in cur.fetchall()]
+                return _fetch(cur, sql, params)
             finally:
                 cur.close()
+
+    def _cursor(self):
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            with self._lock:
+                cur = self._local.cursor = self._con.cursor()
+                self._cursors.append(cur)  # a few: the threads of the owner's searches
+        return cur
 
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> None:
         with self._lock, self._reading():
@@ -156,7 +178,9 @@ class Catalog:
         rows = self._rows("SELECT * FROM files WHERE file_id = ? OR path = ?", [key, key])
         return rows[0] if rows else None
 
-    def files_with_hashes(self, hashes: list[str], status: str | None = None) -> list[dict]:
+    def files_with_hashes(self, hashes: list[str], status: str | None = None, beside_writes: bool = False
+                          ) -> list[dict]:
+        """The files holding these contents (``beside_writes``: see :meth:`_rows`)."""
         if not hashes:
             return []
         sql = "SELECT * FROM files WHERE content_hash IN (SELECT unnest(?))"
@@ -164,7 +188,7 @@ class Catalog:
         if status:
             sql += " AND status = ?"
             params.append(status)
-        return self._rows(sql + " ORDER BY path", params)
+        return self._rows(sql + " ORDER BY path", params, beside_writes)
 
     def upsert_files(self, rows: list[dict]) -> None:
         """Insert or replace file rows (keyed by ``file_id``; the last of a repeated id wins)."""
