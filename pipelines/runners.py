@@ -76,7 +76,10 @@ def run_in_process(stages: list[Stage], rows: list[dict], sink: IndexSink, owner
     return sink.totals
 
 
-def _batches(blocks: list[pa.Table], size: int) -> Iterator[pa.Table]:
+def _batches(blocks: list[pa.Table], size: int | None) -> Iterator[pa.Table]:
+    if size is None:  # each block whole, as Ray Data calls a stage without a batch size
+        yield from blocks
+        return
     table = pa.concat_tables(blocks) if len(blocks) > 1 else blocks[0] if blocks else None
     if table is None:
         return

@@ -37,7 +37,7 @@ class Stage:
     name: str
     fn: Callable
     kwargs: dict
-    batch_size: int
+    batch_size: int | None  # None: a whole block per call
     num_cpus: float
     num_gpus: float = 0.0
     actors: int | None = None
@@ -75,12 +75,13 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
         from pipelines.kept import Embedders, kept_options
 
         # Decode tasks hand their units to the kept embedders themselves, a batch at a time, and
-        # hand on embedded units: one call of a task takes its whole block, so that its batches
+        # hand on embedded units: one call of a task takes its whole block (no batch size: with
+        # one, Ray Data would also gather blocks of a small run up to it), so that its batches
         # stay in flight while it decodes the next files.
         embed = Embedders(settings, roles, kept["embed"], kept_options(settings, cpus))
     stages.append(Stage("decode", decode, {"settings": settings, "models": models, "transcribe": transcribe,
                                            "embed": embed},
-                        idx.hash_batch_size if embed else idx.decode_batch_size, cpus["decode"], tasks=tasks))
+                        None if embed else idx.decode_batch_size, cpus["decode"], tasks=tasks))
     if roles and embed is None:
         stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
                             cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors))

@@ -89,7 +89,7 @@ def test_decode_tasks_hand_their_units_to_the_kept_embedder_while_they_decode(ra
                           kept={"embed": actors})
     # No stage of calls between decoding and writing: a decode task's one call takes its block.
     assert [s.name for s in stages] == ["hash", "decode"]
-    assert stages[1].batch_size == settings.index.hash_batch_size
+    assert stages[1].batch_size is None
     embedders = stages[1].kwargs["embed"]
     assert isinstance(embedders, Embedders)
 
