@@ -224,8 +224,7 @@ class Library:
     def files_of(self, hashes: list[str]) -> dict[str, list[dict]]:
         """The indexed files holding each content (what a search result shows of a file)."""
         files: dict[str, list[dict]] = defaultdict(list)
-        # Beside a write in progress: a search does not wait for the run's catalog statements.
-        for f in self.catalog.files_with_hashes(list(hashes), "indexed", beside_writes=True):
+        for f in self.catalog.files_with_hashes(list(hashes), "indexed"):
             files[f["content_hash"]].append({**{k: f[k] for k in ("path", "file_id", "kind", "content_hash", "size",
                                                                   "mtime")}, "duration_s": duration_of([f])})
         return dict(files)

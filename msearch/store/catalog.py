@@ -102,7 +102,7 @@ class Catalog:
         except duckdb.Error as e:
             raise ConfigError(damaged_catalog(self.path, e)) from e
         self._lock = threading.RLock()
-        self._local = threading.local()  # a searching thread's own cursor (see _rows)
+        self._local = threading.local()  # a reading thread's own cursor (see _rows)
         self._cursors: list = []
         try:
             self._con.execute(_SCHEMA)
@@ -133,26 +133,20 @@ class Catalog:
                 raise ConfigError(f"cannot use catalog {self.path}: {e}") from e
             raise ConfigError(damaged_catalog(self.path, e)) from e
 
-    def _rows(self, sql: str, params: Iterable[Any] = (), beside_writes: bool = False) -> list[dict]:
-        """``beside_writes``: on this thread's own cursor, without waiting for the statement
-        another thread is writing with (a search's lookup during a run: DuckDB lets it read what
-        was committed before, and runs both at once)."""
-        if beside_writes:
-            with self._reading():
-                return _fetch(self._cursor(), sql, params)
-        with self._lock, self._reading():
-            cur = self._con.cursor()
-            try:
-                return _fetch(cur, sql, params)
-            finally:
-                cur.close()
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        """A read, on this thread's own cursor: it does not wait for the statement another thread
+        is writing with (a search's or a media route's lookup during a run). DuckDB runs both at
+        once and lets the read see what was committed before; the bookkeeping that reads and
+        then writes is one thread at a time in the store owner, so it sees its own writes."""
+        with self._reading():
+            return _fetch(self._cursor(), sql, params)
 
     def _cursor(self):
         cur = getattr(self._local, "cursor", None)
         if cur is None:
             with self._lock:
                 cur = self._local.cursor = self._con.cursor()
-                self._cursors.append(cur)  # a few: the threads of the owner's searches
+                self._cursors.append(cur)  # a few: the owner's threads
         return cur
 
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> None:
@@ -178,9 +172,7 @@ class Catalog:
         rows = self._rows("SELECT * FROM files WHERE file_id = ? OR path = ?", [key, key])
         return rows[0] if rows else None
 
-    def files_with_hashes(self, hashes: list[str], status: str | None = None, beside_writes: bool = False
-                          ) -> list[dict]:
-        """The files holding these contents (``beside_writes``: see :meth:`_rows`)."""
+    def files_with_hashes(self, hashes: list[str], status: str | None = None) -> list[dict]:
         if not hashes:
             return []
         sql = "SELECT * FROM files WHERE content_hash IN (SELECT unnest(?))"
@@ -188,7 +180,7 @@ class Catalog:
         if status:
             sql += " AND status = ?"
             params.append(status)
-        return self._rows(sql + " ORDER BY path", params, beside_writes)
+        return self._rows(sql + " ORDER BY path", params)
 
     def upsert_files(self, rows: list[dict]) -> None:
         """Insert or replace file rows (keyed by ``file_id``; the last of a repeated id wins)."""
