@@ -122,6 +122,53 @@ def test_the_embedded_store_builds_its_index_when_optimized(tmp_path):
         store.close()
 
 
+def test_the_index_is_built_at_the_indexing_niceness(tmp_path):
+    """The build's threads take every core: its process lowers its own CPU priority to the
+    store's ``build_niceness`` (the settings' indexing niceness), so searches get the cores first."""
+    import os
+    import threading
+    from pathlib import Path
+
+    def builds() -> list[int]:  # the niceness of each build process of this one running now
+        seen = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if b"msearch.store.index_build" not in (entry / "cmdline").read_bytes():
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                seen.append(int(fields[16]))
+        return seen
+
+    rng = np.random.default_rng(6)
+    store = EdgeStore(tmp_path / "nice", build_niceness=13)
+    seen, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.extend(builds())
+            stop.wait(0.005)
+
+    watching = threading.Thread(target=watch)
+    try:
+        store.ensure_space("clip", 512)
+        data = rng.standard_normal((2500, 512)).astype(np.float32)
+        store.upsert("clip", [PointData(point_id(f"{j:032x}", 0, "clip", "m"), {"content_hash": f"{j:032x}",
+                                                                               "kind": "image"}, data[j].tolist())
+                              for j in range(len(data))])
+        watching.start()
+        store.optimize()
+    finally:
+        stop.set()
+        if watching.is_alive():
+            watching.join()
+        store.close()
+    assert seen and max(seen) == 13, seen
+    assert os.getpriority(os.PRIO_PROCESS, 0) != 13  # the store's own process keeps its priority
+
+
 def test_a_shard_with_little_to_index_is_optimized_without_a_process_or_a_copy(tmp_path, monkeypatch):
     """Under the indexing threshold the optimizer builds nothing: no build process is started."""
     import subprocess

@@ -217,7 +217,7 @@ class _Store:
 class EdgeStore(_Store):
     """Embedded Qdrant engine (qdrant-edge-py): one shard directory per space."""
 
-    def __init__(self, root: Path, reserve: int = 0):
+    def __init__(self, root: Path, reserve: int = 0, build_niceness: int = 0):
         import qdrant_edge as E
 
         super().__init__()
@@ -228,6 +228,7 @@ class EdgeStore(_Store):
         self._swap = threading.Lock()  # a shard is not swapped for its rebuilt copy mid-query
         self._meta = self.root / "spaces.json"
         self.reserve = reserve  # bytes kept free on the disk (writes, a build's copy)
+        self.build_niceness = build_niceness  # the CPU priority an index build lowers itself to
         if (self.root / "spaces.json").exists():
             import shutil
 
@@ -481,7 +482,8 @@ class EdgeStore(_Store):
                                 f"the disk of {self.root}", self.root, e,
                                 "searches go on without the index (slower) until a run builds it") from e
             try:
-                done = subprocess.run([sys.executable, "-m", "msearch.store.index_build", str(build)],
+                done = subprocess.run([sys.executable, "-m", "msearch.store.index_build", str(build),
+                                       "--niceness", str(self.build_niceness)],
                                       capture_output=True, text=True, timeout=24 * 3600)
             except (OSError, subprocess.SubprocessError) as e:
                 done = subprocess.CompletedProcess([], 1, "", str(e))
@@ -687,4 +689,7 @@ def shared_server(settings) -> bool:
 def open_vector_store(settings) -> VectorStore:
     if settings.qdrant_url:
         return ClientStore(settings.qdrant_url, prefix=settings.collection, api_key=settings.qdrant_api_key)
-    return EdgeStore(settings.vectors_path, reserve=settings.index.disk_reserve_mb << 20)
+    # The index is built at the end of a run: at the run's CPU priority, so that searches (the
+    # store owner's, Serve's replicas embedding queries) get the cores first meanwhile.
+    return EdgeStore(settings.vectors_path, reserve=settings.index.disk_reserve_mb << 20,
+                     build_niceness=settings.index.niceness)
