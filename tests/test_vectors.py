@@ -142,8 +142,12 @@ def test_the_index_is_built_at_the_indexing_niceness(tmp_path):
                 seen.append(int(fields[16]))
         return seen
 
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    want = min(19, mine + 6)
+    if want == mine:
+        pytest.skip("this process already runs at the lowest CPU priority")
     rng = np.random.default_rng(6)
-    store = EdgeStore(tmp_path / "nice", build_niceness=13)
+    store = EdgeStore(tmp_path / "nice", build_niceness=want)
     seen, stop = [], threading.Event()
 
     def watch():
@@ -165,8 +169,8 @@ def test_the_index_is_built_at_the_indexing_niceness(tmp_path):
         if watching.is_alive():
             watching.join()
         store.close()
-    assert seen and max(seen) == 13, seen
-    assert os.getpriority(os.PRIO_PROCESS, 0) != 13  # the store's own process keeps its priority
+    assert seen and max(seen) == want, (want, seen)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the store's own process keeps its priority
 
 
 def test_a_shard_with_little_to_index_is_optimized_without_a_process_or_a_copy(tmp_path, monkeypatch):
