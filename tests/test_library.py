@@ -338,8 +338,9 @@ def test_the_sink_hands_the_owner_whole_batches_of_small_blocks(lib, fake_settin
             return lib.write(batch, **kwargs)
 
     owner = Recording()
+    # Niceness 0: the sink's write lowers the priority of the process it runs in, here the tests'.
     settings = fake_settings.model_copy(update={"index": fake_settings.index.model_copy(
-        update={"write_batch_size": 4})})
+        update={"write_batch_size": 4, "niceness": 0})})
     out = IndexSink(settings, owner=owner).write(blocks, None)
     assert len(units) == 10 and len(blocks) == 4
     assert owner.sizes == [4, 4, 2]  # not one call per block of 3
