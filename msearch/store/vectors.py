@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ ACORN = True
 # under Qdrant's indexing threshold (10,000 KB of vectors) the optimizer builds no graph and
 # returns at once, so a copy and a process of its own would cost seconds for nothing.
 IN_PROCESS_BUILD_BYTES = 4_000_000
-SWAP_PAUSE_S = 0.05  # after a rebuilt shard is swapped in, before the old one is closed
 
 
 @dataclass
@@ -267,6 +265,8 @@ class EdgeStore(_Store):
     def set_aside(self, space: str) -> Path | None:
         """Move a damaged shard out of the way (kept as ``<space>.damaged-<time>``) and forget the
         space: its next write makes it anew."""
+        import time
+
         path = self.root / space
         with self._lock:
             self.damaged.pop(space, None)
@@ -502,13 +502,9 @@ class EdgeStore(_Store):
                 return
             path.rename(old)  # the open shard keeps its files; a crash here is undone on open
             build.rename(path)
-            # Loading the copy and closing the old shard each hold Python's interpreter lock (at
-            # 100,000 points ~0.5 s and ~0.15 s): the searches that waited for the load are let
-            # in between the two, so that no search waits for both.
             rebuilt = self._E.EdgeShard.load(str(path))
             with self._swap:
                 self._shards[space] = rebuilt
-            time.sleep(SWAP_PAUSE_S)
             shard.close()
             shutil.rmtree(old, ignore_errors=True)
 
