@@ -61,7 +61,7 @@ def connect(settings, *, job: bool = False, verbose: bool = False) -> bool:
         try:
             get_owner(settings)  # before the next command looks: it finds this cluster and joins it
         except BaseException:
-            ray.shutdown()
+            shutdown()
             raise
         return True
 
@@ -126,6 +126,26 @@ def _outlive_orphan(settings, info: dict) -> dict | None:
 
 
 def disconnect() -> None:
+    shutdown()
+
+
+def shutdown() -> None:
+    """``ray.shutdown()``, without the second it waits for Ray's autoscaler monitor when this
+    process started the cluster. Ray stops its processes in turn, the GCS before the monitor;
+    on SIGTERM the monitor reports its end to the GCS, which is gone, so it never exits by
+    itself and Ray kills it after a second. The monitor of a local cluster that is ending has
+    nothing to tell anyone: it is killed first. Best effort (Ray's internals): otherwise Ray
+    waits as before."""
+    try:
+        from ray._private import ray_constants, worker
+
+        node = worker._global_node
+        monitors = node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node is not None else []
+        for info in monitors:
+            info.process.kill()
+            info.process.wait(timeout=5)
+    except Exception:
+        log.debug("could not stop Ray's monitor first", exc_info=True)
     ray.shutdown()
 
 
@@ -143,7 +163,7 @@ def stop_local(settings, wait_for_others: bool = True) -> None:
                 try:
                     stop_owner(settings)
                 finally:
-                    ray.shutdown()
+                    shutdown()
                 return
         if not told:
             print(f"msearch: waiting for {others} other msearch command(s) using this Ray cluster to finish",

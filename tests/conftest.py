@@ -98,9 +98,10 @@ def corpus(tmp_path) -> Path:
 
 
 def ray_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()
-            if any(tag in line for tag in ("ray::", "raylet", "gcs_server", "ray/dashboard"))
+            if any(tag in line for tag in ("ray::", "raylet", "gcs_server", "ray/dashboard", "ray/autoscaler/",
+                                           "ray/_private/log_monitor"))
             and "defunct" not in line]
 
 
@@ -124,7 +125,9 @@ def ray_local():
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     yield ray
-    ray.shutdown()
+    from pipelines.cluster import shutdown
+
+    shutdown()
     left = wait_no_ray_processes()
     assert not left, f"Ray processes left behind: {left}"
 

@@ -247,3 +247,38 @@ def test_verify_repair_sets_a_damaged_shard_aside_and_embeds_its_files_again(cli
     assert repaired["index"]["indexed"] == 6  # the pictures: their CLIP vectors were in the damaged shard
     found = json.loads(run_copy("search", "--image", str(corpus / "photos" / "img1.jpg"), "--json").stdout)
     assert found[0]["path"] == str(corpus / "photos" / "img1.jpg")
+
+
+def test_a_local_ray_ends_with_its_monitor_killed_first(tmp_path):
+    """The process that started a local Ray ends it without Ray's one-second wait for its
+    autoscaler monitor (which, stopped after the GCS, cannot exit by itself): the monitor is
+    killed before the GCS stops, and nothing of the cluster is left."""
+    code = """
+import json, sys
+import ray
+from msearch.settings import Settings
+from pipelines.cluster import connect, stop_local
+from ray._private import ray_constants, worker
+
+settings = Settings()
+assert connect(settings) is True
+processes = worker._global_node.all_processes
+monitor = processes[ray_constants.PROCESS_TYPE_MONITOR][0].process
+gcs = processes[ray_constants.PROCESS_TYPE_GCS_SERVER][0].process
+order = []
+kill = type(monitor).kill
+def note_kill(process):
+    order.append(("monitor" if process is monitor else "other", gcs.poll() is None))
+    kill(process)
+type(monitor).kill = note_kill
+stop_local(settings)
+json.dump({"order": order, "monitor": monitor.returncode, "gcs": gcs.returncode}, sys.stdout)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSEARCH_")}
+    env.update(MSEARCH_DATA_DIR=str(tmp_path / "data"), MSEARCH_DASHBOARD="false", MSEARCH_RAY_NUM_CPUS="2")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ended = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ended["order"][0] == ["monitor", True], ended  # killed while the GCS still ran
+    assert ended["monitor"] == -9 and ended["gcs"] is not None
+    assert not wait_no_ray_processes(), "processes left behind"

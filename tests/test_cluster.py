@@ -42,6 +42,27 @@ def head(tmp_path_factory, tiny_clip):
         assert not wait_no_ray_processes(), "processes left after ray stop"
 
 
+def _monitors() -> list[str]:
+    """Ray's autoscaler monitors running on this machine (pid and arguments)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if "ray/autoscaler/_private/monitor.py" in line]
+
+
+def test_a_driver_that_joined_leaves_the_clusters_monitor_running(head):
+    """Only the process that started a cluster kills its monitor as it ends (see
+    ``pipelines.cluster.shutdown``): a command that joined a running cluster leaves it alone."""
+    before = _monitors()
+    assert before, "the head has an autoscaler monitor"
+    code = ("from msearch.settings import Settings\n"
+            "from pipelines.cluster import connect, disconnect\n"
+            "assert connect(Settings()) is False\n"
+            "disconnect()\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**head["env"], "MSEARCH_RAY_ADDRESS": head["gcs"]})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _monitors() == before
+
+
 def _wait_for_job_server(url: str, timeout: float = 120) -> None:
     """`ray start` returns before the dashboard's job server answers."""
     token_file = Path.home() / ".ray" / "auth_token"

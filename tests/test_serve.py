@@ -26,7 +26,7 @@ def http(tmp_path_factory, tiny_clip, tiny_clap, minilm_id):
     import ray
     from ray import serve
 
-    from pipelines.cluster import connect
+    from pipelines.cluster import connect, shutdown
     from pipelines.index import run_index
     from pipelines.owner import stop_owner
     from serve.app import build_app
@@ -48,7 +48,7 @@ def http(tmp_path_factory, tiny_clip, tiny_clap, minilm_id):
         yield client, corpus, before
     serve.shutdown()
     stop_owner(settings)
-    ray.shutdown()
+    shutdown()
     assert not wait_no_ray_processes(), "processes left behind"
 
 
