@@ -14,7 +14,12 @@ the machine's CPU went during `msearch index`: the CPU seconds of its processes 
 task workers, the embedding actor, the store owner, the driver, Ray Data's own actors, Ray's
 processes), read from /proc every half second (a process that ends loses its last half second).
 
-    .venv/bin/python benchmarks/plumbing.py [--images 3000] [--texts 2000] [--cpu] [--out results.json]
+With ``--margin`` it also runs both on a corpus twice as large (a fresh data dir) and prints what
+the second half of its files cost: the job's seconds per 1,000 more files, the ratio of decode-only
+to job for them, and the seconds of the first job that do not grow with the files (starting the
+pipeline's processes, Ray Data's actors, the last commit).
+
+    .venv/bin/python benchmarks/plumbing.py [--images 3000] [--texts 2000] [--cpu] [--margin] [--out results.json]
 """
 
 import argparse
@@ -93,6 +98,22 @@ def index(corpus: Path, data_dir: Path, extra_env: dict | None = None, cpu: dict
         return wall, json.loads(out.read())
 
 
+def margin(td: Path, images: int, texts: int, decode_s: float, job_s: float) -> dict:
+    """The same on a corpus of ``images`` + ``texts`` (twice the first): what its files beyond
+    the first corpus's cost, decoded alone and in `msearch index`, and the part of the first
+    job that does not grow with the files."""
+    corpus = td / "corpus2"
+    make_corpus(corpus, images, texts)
+    decode2, _ = decode_only(corpus, td / "scratch2")
+    _, summary = index(corpus, td / "data2")
+    extra = (images + texts) / 2
+    per_file = (summary["seconds"] - job_s) / extra
+    return {"files": images + texts, "indexed": summary["indexed"], "decode_only_s": round(decode2, 2),
+            "job_s": summary["seconds"], "job_s_per_1000_files": round(per_file * 1000, 3),
+            "ratio_job": round((decode2 - decode_s) / (summary["seconds"] - job_s), 3),
+            "fixed_job_s": round(job_s - per_file * extra, 2)}
+
+
 class CpuByRole:
     """CPU seconds of a process and all its descendants, by role (from each process's title:
     Ray names its workers after the task or actor they run)."""
@@ -154,6 +175,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--cpu", action="store_true", help="CPU seconds of msearch index's processes by role")
+    parser.add_argument("--margin", action="store_true",
+                        help="also a corpus twice as large: what the second half of its files costs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -183,7 +206,10 @@ def main() -> int:
         if cpu is not None:
             out["plumbing"]["cpu_seconds_by_role"] = cpu
             out["plumbing"]["cpu_seconds_available"] = round(wall * len(os.sched_getaffinity(0)), 1)
+        if args.margin:
+            out["plumbing"]["margin"] = margin(td, args.images * 2, args.texts * 2, decode_s, summary["seconds"])
     r = out["plumbing"]
+    m = r.get("margin", {})
     report(out, [
         ("decode only, files per s", r["decode_only_files_per_s"]),
         ("msearch index, files per s (wall)", r["end_to_end_files_per_s"]),
@@ -195,8 +221,12 @@ def main() -> int:
         *[(f"stage seconds: {name}", v) for name, v in r["stage_seconds"].items()],
         *[(f"CPU s: {role}", v) for role, v in r.get("cpu_seconds_by_role", {}).items()],
         *([("CPU s the machine had (cores x wall)", r["cpu_seconds_available"])] if args.cpu else []),
+        *([("twice the files: decode only s", m["decode_only_s"]), ("twice the files: msearch index job s", m["job_s"]),
+           ("the second half's job s per 1,000 files", m["job_s_per_1000_files"]),
+           ("ratio at the margin (the second half: decode only / job)", m["ratio_job"]),
+           ("job s that do not grow with the files (job - margin x files)", m["fixed_job_s"])] if m else []),
     ], args.out)
-    return 0 if r["indexed"] == files else 1
+    return 0 if r["indexed"] == files and m.get("indexed", 2 * files) == 2 * files else 1
 
 
 if __name__ == "__main__":
