@@ -99,9 +99,9 @@ def index(corpus: Path, data_dir: Path, extra_env: dict | None = None, cpu: dict
 
 
 def margin(td: Path, images: int, texts: int, decode_s: float, job_s: float) -> dict:
-    """The same on a corpus of ``images`` + ``texts`` (twice the first): what its files beyond
-    the first corpus's cost, decoded alone and in `msearch index`, and the part of the first
-    job that does not grow with the files."""
+    """The same on ``images`` + ``texts`` files (twice the first corpus): what the added files
+    cost, decoded alone and in `msearch index`, and the part of the first job that does not grow
+    with the files."""
     corpus = td / "corpus2"
     make_corpus(corpus, images, texts)
     decode2, _ = decode_only(corpus, td / "scratch2")

@@ -130,7 +130,7 @@ def disconnect() -> None:
 
 
 def shutdown() -> None:
-    """``ray.shutdown()``, without the second it waits for Ray's autoscaler monitor when this
+    """``ray.shutdown()``, without its one-second wait for Ray's autoscaler monitor when this
     process started the cluster. Ray stops its processes in turn, the GCS before the monitor;
     on SIGTERM the monitor reports its end to the GCS, which is gone, so it never exits by
     itself and Ray kills it after a second. The monitor of a local cluster that is ending has

@@ -255,7 +255,6 @@ def test_a_local_ray_ends_with_its_monitor_killed_first(tmp_path):
     killed before the GCS stops, and nothing of the cluster is left."""
     code = """
 import json, sys
-import ray
 from msearch.settings import Settings
 from pipelines.cluster import connect, stop_local
 from ray._private import ray_constants, worker

@@ -23,7 +23,6 @@ pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
 @pytest.fixture(scope="module")
 def http(tmp_path_factory, tiny_clip, tiny_clap, minilm_id):
     before = listeners()
-    import ray
     from ray import serve
 
     from pipelines.cluster import connect, shutdown
