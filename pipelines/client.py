@@ -7,12 +7,12 @@ from msearch.client import StoreIndex
 
 
 def ray_index(settings) -> StoreIndex:
-    from pipelines.cluster import connect, disconnect, stop_local
+    from pipelines.cluster import connect, shutdown, stop_local
     from pipelines.owner import OwnerClient, get_owner
 
     # The owner may have ended since it was found: then this process started Ray and an owner.
     started = connect(settings)
-    end = (lambda: stop_local(settings)) if started else disconnect
+    end = (lambda: stop_local(settings)) if started else shutdown
     try:
         store = OwnerClient(get_owner(settings, create=False))
     except BaseException:

@@ -125,10 +125,6 @@ def _outlive_orphan(settings, info: dict) -> dict | None:
         time.sleep(0.5)
 
 
-def disconnect() -> None:
-    shutdown()
-
-
 def shutdown() -> None:
     """``ray.shutdown()``, without its one-second wait for Ray's autoscaler monitor when this
     process started the cluster. Ray stops its processes in turn, the GCS before the monitor;

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import free_port, make_corpus, wait_for_health, wait_no_ray_processes
+from conftest import free_port, make_corpus, ray_processes, wait_for_health, wait_no_ray_processes
 
 pytestmark = pytest.mark.slow  # Ray, servers or subprocesses: minutes
 
@@ -44,8 +44,7 @@ def head(tmp_path_factory, tiny_clip):
 
 def _monitors() -> list[str]:
     """Ray's autoscaler monitors running on this machine (pid and arguments)."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line.strip() for line in out.splitlines() if "ray/autoscaler/_private/monitor.py" in line]
+    return [line.strip() for line in ray_processes() if "ray/autoscaler/_private/monitor.py" in line]
 
 
 def test_a_driver_that_joined_leaves_the_clusters_monitor_running(head):
@@ -54,9 +53,9 @@ def test_a_driver_that_joined_leaves_the_clusters_monitor_running(head):
     before = _monitors()
     assert before, "the head has an autoscaler monitor"
     code = ("from msearch.settings import Settings\n"
-            "from pipelines.cluster import connect, disconnect\n"
+            "from pipelines.cluster import connect, shutdown\n"
             "assert connect(Settings()) is False\n"
-            "disconnect()\n")
+            "shutdown()\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**head["env"], "MSEARCH_RAY_ADDRESS": head["gcs"]})
     assert out.returncode == 0, out.stderr[-3000:]
