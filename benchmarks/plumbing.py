@@ -12,14 +12,20 @@ It prints files/s of both, their ratio, the store bookkeeping per 1,000 files (t
 claim + write seconds) and the run's `stage_seconds`. With ``--cpu`` (Linux) it also prints where
 the machine's CPU went during `msearch index`: the CPU seconds of its processes by role (Ray's
 task workers, the embedding actor, the store owner, the driver, Ray Data's own actors, Ray's
-processes), read from /proc every half second (a process that ends loses its last half second).
+processes), read from /proc every half second (a process that ends loses its last half second),
+and of that the system CPU and the minor page faults, by role.
+
+With ``--embed-side N`` both sides hand pictures to the model at an N-pixel side instead of the
+default (`MSEARCH_IMAGE__EMBED_SIDE`): a diagnostic of what moving the pixels costs, not a setting
+to compare against the goal.
 
 With ``--margin`` it also runs both on a corpus twice as large (a fresh data dir) and prints what
 the second half of its files cost: the job's seconds per 1,000 more files, the ratio of decode-only
 to job for them, and the seconds of the first job that do not grow with the files (starting the
 pipeline's processes, Ray Data's actors, the last commit).
 
-    .venv/bin/python benchmarks/plumbing.py [--images 3000] [--texts 2000] [--cpu] [--margin] [--out results.json]
+    .venv/bin/python benchmarks/plumbing.py [--images 3000] [--texts 2000] [--cpu] [--margin] [--embed-side N]
+                                            [--out results.json]
 """
 
 import argparse
@@ -58,13 +64,14 @@ def make_corpus(root: Path, images: int, texts: int, seed: int = 0) -> None:
         (folder / f"note{i:05d}.txt").write_text(" ".join(rng.choice(WORDS, 120)) + "\n")
 
 
-def decode_only(corpus: Path, data_dir: Path) -> tuple[float, int]:
+def decode_only(corpus: Path, data_dir: Path, embed_side: int | None = None) -> tuple[float, int]:
     """List, hash, decode and cut every file in this process; returns (seconds, units)."""
     from msearch.files import hash_entry, walk
     from msearch.settings import Settings
     from msearch.units import decode_file
 
-    settings = Settings(data_dir=data_dir, models=FAKE_MODELS)
+    settings = Settings(data_dir=data_dir, models=FAKE_MODELS, **({"image": {"embed_side": embed_side}}
+                                                                  if embed_side else {}))
     models = {"clip": "fake-clip", "text": "fake-text"}
     start = time.perf_counter()
     units = 0
@@ -78,7 +85,8 @@ def decode_only(corpus: Path, data_dir: Path) -> tuple[float, int]:
 def index(corpus: Path, data_dir: Path, extra_env: dict | None = None, cpu: dict | None = None
           ) -> tuple[float, dict]:
     """`msearch index` on ``corpus``; returns its wall seconds and summary. ``cpu``: filled with
-    the CPU seconds of its processes by role."""
+    the CPU seconds of its processes by role (``cpu``), their system CPU (``system``) and minor
+    page faults (``faults``)."""
     env = {**msearch_env(data_dir, FAKE_MODELS), **(extra_env or {})}
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -94,18 +102,20 @@ def index(corpus: Path, data_dir: Path, extra_env: dict | None = None, cpu: dict
         if run.returncode != 0:
             sys.exit(f"msearch index failed ({run.returncode}):\n{err.read()[-3000:]}")
         if sampler:
-            cpu.update(sampler.totals())
+            cpu.update(cpu=sampler.totals(sampler.cpu), system=sampler.totals(sampler.system),
+                       faults={role: int(n) for role, n in sampler.totals(sampler.faults).items()})
         return wall, json.loads(out.read())
 
 
-def margin(td: Path, images: int, texts: int, decode_s: float, job_s: float) -> dict:
+def margin(td: Path, images: int, texts: int, decode_s: float, job_s: float, extra_env: dict,
+           embed_side: int | None) -> dict:
     """The same on ``images`` + ``texts`` files (twice the first corpus): what the added files
     cost, decoded alone and in `msearch index`, and the part of the first job that does not grow
     with the files."""
     corpus = td / "corpus2"
     make_corpus(corpus, images, texts)
-    decode2, _ = decode_only(corpus, td / "scratch2")
-    _, summary = index(corpus, td / "data2")
+    decode2, _ = decode_only(corpus, td / "scratch2", embed_side)
+    _, summary = index(corpus, td / "data2", extra_env)
     extra = (images + texts) / 2
     per_file = (summary["seconds"] - job_s) / extra
     return {"files": images + texts, "indexed": summary["indexed"], "decode_only_s": round(decode2, 2),
@@ -127,10 +137,12 @@ class CpuByRole:
     def __init__(self, root: int):
         self.root = root
         self.cpu: dict[int, float] = {}
+        self.system: dict[int, float] = {}
+        self.faults: dict[int, float] = {}  # minor page faults
         self.role: dict[int, str] = {}
 
     def sample(self) -> None:
-        parents, stats = {}, {}
+        parents, stats = {}, {}  # stats: pid -> (CPU s, system CPU s, minor faults)
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -139,14 +151,15 @@ class CpuByRole:
             except OSError:
                 continue
             parents[int(entry)] = int(fields[1])
-            stats[int(entry)] = (int(fields[11]) + int(fields[12])) / self.TICK
-        for pid, seconds in stats.items():
+            stats[int(entry)] = ((int(fields[11]) + int(fields[12])) / self.TICK, int(fields[12]) / self.TICK,
+                                 int(fields[7]))
+        for pid, (seconds, system, faults) in stats.items():
             up = pid
             while up in parents and up != self.root:
                 up = parents[up]
             if up != self.root:
                 continue
-            self.cpu[pid] = seconds
+            self.cpu[pid], self.system[pid], self.faults[pid] = seconds, system, faults
             if self.role.get(pid, self.RAY) == self.RAY:
                 self.role[pid] = self._role(pid)
 
@@ -162,11 +175,12 @@ class CpuByRole:
                 return role
         return self.RAY
 
-    def totals(self) -> dict[str, float]:
+    def totals(self, per_pid: dict[int, float]) -> dict[str, float]:
+        """``per_pid`` (one of the sampled measures) summed by role, largest first."""
         out: dict[str, float] = {}
-        for pid, seconds in self.cpu.items():
+        for pid, value in per_pid.items():
             role = self.role[pid]
-            out[role] = round(out.get(role, 0.0) + seconds, 2)
+            out[role] = round(out.get(role, 0.0) + value, 2)
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
@@ -177,6 +191,8 @@ def main() -> int:
     parser.add_argument("--cpu", action="store_true", help="CPU seconds of msearch index's processes by role")
     parser.add_argument("--margin", action="store_true",
                         help="also a corpus twice as large: what the second half of its files costs")
+    parser.add_argument("--embed-side", type=int, default=None,
+                        help="diagnostic: the pictures' side handed to the model (default: msearch's)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -186,14 +202,16 @@ def main() -> int:
         td = Path(td)
         corpus = td / "corpus"
         make_corpus(corpus, args.images, args.texts)
-        decode_s, units = decode_only(corpus, td / "scratch")
+        decode_s, units = decode_only(corpus, td / "scratch", args.embed_side)
         cpu = {} if args.cpu else None
-        wall, summary = index(corpus, td / "data", cpu=cpu)
+        extra = {"MSEARCH_IMAGE__EMBED_SIDE": str(args.embed_side)} if args.embed_side else {}
+        wall, summary = index(corpus, td / "data", extra, cpu=cpu)
         stages = summary["stage_seconds"]
         bookkeeping = sum(stages.get(k, 0.0) for k in ("claim", "write"))
         bookkeeping_cpu = sum(stages.get(k, 0.0) for k in ("claim_cpu", "write_cpu"))
         out["plumbing"] = {
-            "files": files, "units_decode_only": units, "indexed": summary["indexed"], "units": summary["units"],
+            "files": files, "embed_side": args.embed_side, "units_decode_only": units, "indexed": summary["indexed"],
+            "units": summary["units"],
             "failed": len(summary["failed"]), "decode_only_s": round(decode_s, 2),
             "decode_only_files_per_s": round(files / decode_s, 1),
             "end_to_end_wall_s": round(wall, 2), "job_s": summary["seconds"],
@@ -204,10 +222,13 @@ def main() -> int:
             "stage_seconds": stages,
         }
         if cpu is not None:
-            out["plumbing"]["cpu_seconds_by_role"] = cpu
+            out["plumbing"]["cpu_seconds_by_role"] = cpu["cpu"]
+            out["plumbing"]["system_cpu_seconds_by_role"] = cpu["system"]
+            out["plumbing"]["minor_page_faults_by_role"] = cpu["faults"]
             out["plumbing"]["cpu_seconds_available"] = round(wall * len(os.sched_getaffinity(0)), 1)
         if args.margin:
-            out["plumbing"]["margin"] = margin(td, args.images * 2, args.texts * 2, decode_s, summary["seconds"])
+            out["plumbing"]["margin"] = margin(td, args.images * 2, args.texts * 2, decode_s, summary["seconds"],
+                                               extra, args.embed_side)
     r = out["plumbing"]
     m = r.get("margin", {})
     report(out, [
@@ -220,6 +241,8 @@ def main() -> int:
         ("store bookkeeping CPU s per 1,000 files", r["bookkeeping_cpu_s_per_1000_files"]),
         *[(f"stage seconds: {name}", v) for name, v in r["stage_seconds"].items()],
         *[(f"CPU s: {role}", v) for role, v in r.get("cpu_seconds_by_role", {}).items()],
+        *[(f"system CPU s: {role}", v) for role, v in r.get("system_cpu_seconds_by_role", {}).items()],
+        *[(f"minor page faults: {role}", v) for role, v in r.get("minor_page_faults_by_role", {}).items()],
         *([("CPU s the machine had (cores x wall)", r["cpu_seconds_available"])] if args.cpu else []),
         *([("twice the files: decode only s", m["decode_only_s"]), ("twice the files: msearch index job s", m["job_s"]),
            ("the second half's job s per 1,000 files", m["job_s_per_1000_files"]),
