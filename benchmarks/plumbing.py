@@ -138,7 +138,7 @@ class CpuByRole:
         self.root = root
         self.cpu: dict[int, float] = {}
         self.system: dict[int, float] = {}
-        self.faults: dict[int, float] = {}  # minor page faults
+        self.faults: dict[int, int] = {}  # minor page faults
         self.role: dict[int, str] = {}
 
     def sample(self) -> None:
