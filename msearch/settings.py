@@ -143,6 +143,10 @@ class IndexSettings(_Section):
     disk_reserve_mb: int = Field(128, ge=0)
     # CPU niceness of the processes that index (0-19; 0: leave it), so that search answers first.
     niceness: int = Field(19, ge=0, le=19)
+    # Hash, decode and write tasks also take Linux's idle CPU class (SCHED_IDLE): a core only when
+    # no other process wants it, so that the models' threads (and search) are not interrupted by
+    # them. Needs a niceness above 0; the embedding and transcription actors keep the niceness.
+    idle_tasks: bool = True
     # A file that failed is tried again on later runs after this long, doubling per failure up to
     # the maximum; at once when its size or mtime changes.
     retry_backoff_s: float = 60.0

@@ -52,7 +52,7 @@ class IndexSink(Datasink):
         from pipelines.stages import background, owner_client
 
         owner = self._owner or owner_client(self.settings)
-        background(self.settings)
+        background(self.settings, task=True)
         out = {"units": 0, "settled": 0, "write_s": 0.0}
         # Ray Data hands a task several small blocks (the embedding actor's batches) to reach
         # ``min_rows_per_write``: the owner gets them as batches of ``write_batch_size`` units, not a

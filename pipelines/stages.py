@@ -88,27 +88,33 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
     return stages
 
 
-_PRIORITY: int | None = None  # the niceness this worker process was given, once
+def background(settings, *, task: bool = False) -> None:
+    """Lower the CPU priority of the calling thread (the one that runs a stage's work; threads it
+    starts, and the processes it spawns, inherit it) to the indexing niceness
+    (``MSEARCH_INDEX__NICENESS``), so that searches (Serve's replicas, the store owner) get the CPU
+    first while a run writes. ``task``: a hash, decode or write task, which also takes the idle
+    CPU class (``MSEARCH_INDEX__IDLE_TASKS``, Linux): it runs on a core that no other process
+    wants, so it does not interrupt the embedding actors either. A model's threads wait for each
+    other at every step, so a task that takes a core from one of them stops them all; at the same
+    niceness, decode tasks beside a kept embedder made its calls ~20 % slower.
 
-
-def background(settings) -> None:
-    """Run this worker process at the indexing niceness (``MSEARCH_INDEX__NICENESS``), so that
-    searches (Serve's replicas, the store owner) get the CPU first while a run writes. A process
-    can always lower its own priority; raising it again would need privileges, so this is done
-    once per process, in processes that only index."""
-    global _PRIORITY
+    A thread can always lower its priority; raising it again needs privileges, so this is called
+    only in threads that index (Ray runs actors in processes of their own, never in a worker
+    that ran tasks). With niceness 0 nothing changes: the in-process path of the tests."""
     want = settings.index.niceness
-    if _PRIORITY is None and want:
-        current = os.getpriority(os.PRIO_PROCESS, 0)
-        if want > current:
-            os.setpriority(os.PRIO_PROCESS, 0, want)
-        _PRIORITY = max(want, current)
+    if not want:
+        return
+    if os.getpriority(os.PRIO_PROCESS, 0) < want:  # Linux: the calling thread's
+        os.setpriority(os.PRIO_PROCESS, 0, want)
+    idle = getattr(os, "SCHED_IDLE", None)
+    if task and settings.index.idle_tasks and idle is not None and os.sched_getscheduler(0) != idle:
+        os.sched_setscheduler(0, idle, os.sched_param(0))
 
 
 def hash_and_claim(batch: pa.Table, settings, run_id: str, models: dict, missing: dict, owner=None) -> pa.Table:
     """Hash and sniff files, then let the owner decide which contents need embedding."""
     owner = owner or owner_client(settings)
-    background(settings)
+    background(settings, task=True)
     start = time.perf_counter()
     rows = [{**hash_entry(r, settings.text.suffixes), "run_id": run_id} for r in batch.to_pylist()]
     hashed = time.perf_counter()
@@ -162,7 +168,7 @@ def decode(batch: pa.Table, settings, models: dict, transcribe=None, embed=None)
     back, after the batch's other files. ``embed``: kept embedders (a
     :class:`~pipelines.kept.Embedders`) that embed the units in batches as they are decoded; the
     blocks are then of embedded units."""
-    background(settings)
+    background(settings, task=True)
     rows = batch.to_pylist()
     if transcribe is not None and any(recording(r) for r in rows):
         later = transcribe.transcribe([r for r in rows if recording(r)])

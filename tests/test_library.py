@@ -349,6 +349,65 @@ def test_the_sink_hands_the_owner_whole_batches_of_small_blocks(lib, fake_settin
     assert len(report["indexed"]) == 10
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's idle CPU class")
+def test_indexing_tasks_take_the_idle_cpu_class_and_the_embedders_only_the_niceness(lib, fake_settings, tmp_path):
+    """Hash, decode and write tasks lower their thread to the indexing niceness and the idle CPU
+    class, so that they take only cores no one else wants; an embedding actor keeps the ordinary
+    class at the niceness. ``MSEARCH_INDEX__IDLE_TASKS=false`` leaves tasks at the niceness, and
+    niceness 0 changes nothing. Each stage runs in a thread of its own here: the change is the
+    calling thread's, as it is a Ray worker's."""
+    import threading
+
+    from msearch.files import hash_entry, walk
+    from pipelines import schema
+    from pipelines.sink import IndexSink
+    from pipelines.stages import EmbedUnits, decode, hash_and_claim
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "note.txt").write_text("The harbour ferry leaves at noon.\n")
+    models = {"text": "fake-text"}
+    lib.begin_run("r1", models)
+    files = schema.table([{**e, "error": None} for e in walk([folder])], schema.FILES)
+    # The claim and the write reach the library through its client's two calls.
+    owner = type("Owner", (), {"claim": lambda self, *a: lib.claim(*a[:4]), "write": lambda self, b: lib.write(b)})()
+
+    def stages(settings) -> dict[str, tuple[int, int]]:
+        """Each stage's thread afterwards: (scheduling policy, niceness)."""
+        out = {}
+        hashed = {}
+        units = {}
+
+        def run(name, work):
+            def target():
+                work()
+                out[name] = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+
+        run("hash", lambda: hashed.update(t=hash_and_claim(files, settings, "r1", models, {}, owner=owner)))
+        run("decode", lambda: units.update(t=next(iter(decode(hashed["t"], settings, models)))))
+        embedded = {}
+        run("embed", lambda: embedded.update(t=EmbedUnits(settings, ["text"])(units["t"])))
+        run("write", lambda: IndexSink(settings, owner=owner).write([embedded["t"]], None))
+        return out
+
+    here = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
+    index = fake_settings.index
+    background = stages(fake_settings.model_copy(update={"index": index.model_copy(update={"niceness": 19})}))
+    assert background == {"hash": (os.SCHED_IDLE, 19), "decode": (os.SCHED_IDLE, 19),
+                          "embed": (os.SCHED_OTHER, 19), "write": (os.SCHED_IDLE, 19)}
+    niced = stages(fake_settings.model_copy(update={"index": index.model_copy(
+        update={"niceness": 19, "idle_tasks": False})}))
+    assert niced == dict.fromkeys(background, (os.SCHED_OTHER, 19))
+    if here[1] == 0:
+        left = stages(fake_settings.model_copy(update={"index": index.model_copy(update={"niceness": 0})}))
+        assert left == dict.fromkeys(background, here)
+    assert (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)) == here  # not the tests' thread
+    assert len(lib.finish_run("r1")["indexed"]) == 1
+
+
 def test_the_runs_files_go_in_blocks_of_one_task_each_and_a_small_run_feeds_every_task():
     """Ray Data gives a task whole blocks until they hold the stage's batch: each block is one
     batch (one task, one claim). A run with fewer files than the tasks at once could take in
