@@ -95,12 +95,13 @@ def background(settings, *, task: bool = False) -> None:
     first while a run writes. ``task``: a hash, decode or write task, which also takes the idle
     CPU class (``MSEARCH_INDEX__IDLE_TASKS``, Linux): it runs on a core that no other process
     wants, so it does not interrupt the embedding actors either. A model's threads wait for each
-    other at every step, so a task that takes a core from one of them stops them all; at the same
-    niceness, decode tasks beside a kept embedder made its calls ~20 % slower.
+    other at every step, so a task that takes a core from one of them stops them all: a decode
+    loop beside a kept embedder made its calls 17 % slower at the same niceness, 7 % in the idle
+    class (docs/benchmarks.md).
 
     A thread can always lower its priority; raising it again needs privileges, so this is called
-    only in threads that index (Ray runs actors in processes of their own, never in a worker
-    that ran tasks). With niceness 0 nothing changes: the in-process path of the tests."""
+    only in threads that index (Ray gives an actor a worker process of its own, not one that ran
+    tasks). With niceness 0 nothing changes: the in-process path of the tests."""
     want = settings.index.niceness
     if not want:
         return
