@@ -358,7 +358,7 @@ def test_indexing_tasks_take_the_idle_cpu_class_and_the_embedders_only_the_nicen
     calling thread's, as it is a Ray worker's."""
     import threading
 
-    from msearch.files import hash_entry, walk
+    from msearch.files import walk
     from pipelines import schema
     from pipelines.sink import IndexSink
     from pipelines.stages import EmbedUnits, decode, hash_and_claim
