@@ -357,6 +357,7 @@ def test_indexing_tasks_take_the_idle_cpu_class_and_the_embedders_only_the_nicen
     niceness 0 changes nothing. Each stage runs in a thread of its own here: the change is the
     calling thread's, as it is a Ray worker's."""
     import threading
+    from types import SimpleNamespace
 
     from msearch.files import walk
     from pipelines import schema
@@ -370,7 +371,7 @@ def test_indexing_tasks_take_the_idle_cpu_class_and_the_embedders_only_the_nicen
     lib.begin_run("r1", models)
     files = schema.table([{**e, "error": None} for e in walk([folder])], schema.FILES)
     # The claim and the write reach the library through its client's two calls.
-    owner = type("Owner", (), {"claim": lambda self, *a: lib.claim(*a[:4]), "write": lambda self, b: lib.write(b)})()
+    owner = SimpleNamespace(claim=lambda *a: lib.claim(*a[:4]), write=lib.write)
 
     def stages(settings) -> dict[str, tuple[int, int]]:
         """Each stage's thread afterwards: (scheduling policy, niceness)."""
