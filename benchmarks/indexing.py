@@ -90,7 +90,9 @@ def main() -> int:
         minilm = "sentence-transformers/all-MiniLM-L6-v2"
         settings = Settings(data_dir=td / "data", models={"clip": clip_dir, "text": minilm, "clap": "none",
                                                           "whisper": "none", "colpali": "none", "ocr": "none"},
-                            index={"embed_batch_size": args.batch})
+                            # The models alone: one stream on all the cores, whatever MSEARCH_INDEX__* the
+                            # run below is given.
+                            index={"embed_batch_size": args.batch, "embed_threads": 0})
 
         # -- model only: the same decoded inputs, one process ------------------------------
         img = settings.image
