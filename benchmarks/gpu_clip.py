@@ -7,7 +7,7 @@ images/s end to end against the model alone on the same batch. No Ray, no networ
   tensors already on the device (the most the model can do);
 * embed only: msearch's embedder (infinity-emb, as the indexing actors load it) on pictures
   already decoded, so its own preprocessing is in;
-* decode only: msearch's image decode (``prepare_image``: read, shrink, thumbnail) over a process
+* decode only: msearch's image decode (``prepare_for``: read, shrink, thumbnail) over a process
   pool of every core, as the decode tasks of the pipeline do;
 * end to end: files to vectors, decode pool feeding the embedder. Goal: ≥ 0.5 of model only.
 
@@ -59,11 +59,9 @@ _SETTINGS = None
 
 def decode(path: str):
     """msearch's decode of one picture file: what the embedder gets (the thumbnail is made too)."""
-    from msearch.media.image import prepare_image
+    from msearch.media.image import prepare_for
 
-    img = _SETTINGS.image
-    prepared = prepare_image(Path(path).read_bytes(), max_pixels=img.max_pixels, embed_side=img.embed_side,
-                             thumb_side=img.thumb_side)
+    prepared = prepare_for(Path(path).read_bytes(), _SETTINGS)
     return prepared.rgb, prepared.width, prepared.height
 
 

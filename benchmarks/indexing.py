@@ -77,7 +77,7 @@ def main() -> int:
 
     from msearch.embed.infinity import InfinityClip, InfinityText
     from msearch.embed.resolve import resolve_model
-    from msearch.media.image import prepare_image
+    from msearch.media.image import prepare_for
     from msearch.media.text import chunk_text, read_text
     from msearch.settings import Settings
 
@@ -95,9 +95,7 @@ def main() -> int:
                             index={"embed_batch_size": args.batch, "embed_threads": 0})
 
         # -- model only: the same decoded inputs, one process ------------------------------
-        img = settings.image
-        pictures = [prepare_image(p.read_bytes(), max_pixels=img.max_pixels, embed_side=img.embed_side,
-                                  thumb_side=img.thumb_side).to_pil() for p in sorted((corpus / "images").iterdir())]
+        pictures = [prepare_for(p.read_bytes(), settings).to_pil() for p in sorted((corpus / "images").iterdir())]
         chunks = [c.text for p in sorted((corpus / "texts").iterdir())
                   for c in chunk_text(read_text(p, 10**7)[0], settings.text.chunk_chars, settings.text.chunk_overlap)]
         clip = InfinityClip(clip_dir, clip_dir, settings)

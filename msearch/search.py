@@ -14,7 +14,7 @@ import numpy as np
 from msearch import sparse
 from msearch.embed import SPACE_KINDS, normalize, pooled
 from msearch.errors import BadInput, UnsupportedQuery
-from msearch.media.image import prepare_image
+from msearch.media.image import prepare_for
 from msearch.query import Filters, SearchOptions, check_kinds
 from msearch.store.vectors import MULTI, MULTI_SPACES, SPARSE, SpaceQuery, Where
 
@@ -111,9 +111,7 @@ class SearchService:
         plan = self._plan(options)
         if "clip" not in self.embedders:
             raise UnsupportedQuery("image search needs a CLIP model (MSEARCH_MODELS__CLIP), and none is loaded")
-        img = self.settings.image
-        prepared = prepare_image(data, max_pixels=img.max_pixels, embed_side=img.embed_side,
-                                 thumb_side=img.thumb_side)
+        prepared = prepare_for(data, self.settings)
         vector = self.embedders["clip"].embed_images([prepared.to_pil()])[0]
         return self._run(self._by_example("clip", vector, plan), options, plan)
 

@@ -42,7 +42,10 @@ class ModelSettings(_Section):
 
 class ImageSettings(_Section):
     max_pixels: int = 100_000_000  # larger images are refused (decompression bombs)
-    embed_side: int = 256  # short side of the image handed to the model, never upscaled
+    # Short side of the picture handed to the model, never upscaled. 0: the CLIP model's own input
+    # side, read from its preprocessor_config.json (224 for the default ViT-B/32, and when none
+    # is found): the decode tasks then do the model's resize, with JPEGs decoded at reduced scale.
+    embed_side: int = Field(0, ge=0)
     thumb_side: int = 256  # long side of the stored thumbnail
 
 

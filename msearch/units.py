@@ -17,8 +17,9 @@ import numpy as np
 
 from msearch import sparse
 from msearch.embed import ROLES, SPEECH_ROLES, pooled
+from msearch.embed.resolve import image_embed_side
 from msearch.errors import BadInput
-from msearch.media.image import large_image, prepare_image, rgb_image
+from msearch.media.image import large_image, prepare_for, rgb_image, shrink_rgb
 from msearch.media.text import check_size, chunk_text, read_text
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,7 @@ def _units(row: dict, settings, roles: set[str], media: dict, notes: list[str]) 
 def _image_units(path: Path, settings, roles: set[str], media: dict, notes: list[str]) -> Iterator[dict]:
     img = settings.image
     data = path.read_bytes()
-    prepared = prepare_image(data, max_pixels=img.max_pixels, embed_side=img.embed_side,
-                             thumb_side=img.thumb_side)
+    prepared = prepare_for(data, settings)
     if "clip" in roles:
         yield {"space": "clip", "pixels": prepared.rgb, "width": prepared.width, "height": prepared.height,
                "thumbnail": prepared.thumbnail, "thumb_key": "image"}
@@ -189,7 +189,8 @@ def _video_units(path: Path, settings, roles: set[str], speech: str | None, medi
             when = {"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
                     "thumbnail": video.thumbnail(s, settings.image.thumb_side), "thumb_key": f"scene{i}"}
             if "clip" in roles:
-                yield {"space": "clip", "pixels": s.keyframe, "width": s.width, "height": s.height, **when}
+                pixels, width, height = shrink_rgb(s.keyframe, s.width, s.height, image_embed_side(settings))
+                yield {"space": "clip", "pixels": pixels, "width": width, "height": height, **when}
             if read:  # text on screen: captions, titles, slides
                 from msearch import ocr
 

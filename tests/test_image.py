@@ -59,3 +59,59 @@ def test_truncated_jpeg_is_refused():
     data = _encode(Image.new("RGB", (300, 300), (1, 2, 3)))
     with pytest.raises(BadInput):
         prepare_image(data[: len(data) // 3], **KW)
+
+
+def _decoded_sizes(monkeypatch) -> list:
+    """Sizes JPEG files report after ``draft`` chose their decode scale."""
+    from PIL import JpegImagePlugin
+
+    sizes, draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        out = draft(self, mode, size)
+        sizes.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return sizes
+
+
+def test_jpeg_decodes_at_reduced_scale_when_model_and_thumbnail_allow(monkeypatch):
+    sizes = _decoded_sizes(monkeypatch)
+    data = _encode(Image.new("RGB", (640, 480), (10, 20, 30)))
+    prepared = prepare_image(data, max_pixels=10**8, embed_side=224, thumb_side=256)
+    assert sizes == [(320, 240)]  # half scale still covers 224 (short) and 256 (long)
+    assert (prepared.width, prepared.height) == (298, 224)  # the long side truncated, as CLIP processors do
+    assert Image.open(io.BytesIO(prepared.thumbnail)).size == (256, 192)
+    # A short side of 256 is not covered by 240: the whole picture is decoded.
+    prepared = prepare_image(data, max_pixels=10**8, embed_side=256, thumb_side=256)
+    assert sizes[-1] == (640, 480) and (prepared.width, prepared.height) == (341, 256)
+
+
+def test_portrait_jpeg_and_a_model_smaller_than_the_thumbnail(monkeypatch):
+    sizes = _decoded_sizes(monkeypatch)
+    data = _encode(Image.new("RGB", (800, 1200), (200, 100, 0)))
+    prepared = prepare_image(data, max_pixels=10**8, embed_side=32, thumb_side=256)
+    assert sizes == [(200, 300)]  # a quarter covers the thumbnail's 256; an eighth (100x150) would not
+    assert (prepared.width, prepared.height) == (32, 48)
+    # The thumbnail comes from the decode, not from the model's tiny picture.
+    assert Image.open(io.BytesIO(prepared.thumbnail)).size == (171, 256)
+
+
+def test_embed_side_follows_the_clip_model(tmp_path, tiny_clip):
+    import json
+
+    from conftest import make_settings
+
+    from msearch.embed.resolve import DEFAULT_IMAGE_SIDE, image_embed_side, image_input_side
+
+    assert image_input_side(tiny_clip) == 32  # its processor's shortest_edge and crop
+    for spec in ("fake", "none", str(tmp_path)):  # no processor config: the default CLIP's side
+        assert image_input_side(spec) == DEFAULT_IMAGE_SIDE == 224
+    folder = tmp_path / "siglip-like"
+    folder.mkdir()
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 384, "width": 384}}))
+    assert image_input_side(str(folder)) == 384
+    settings = make_settings(tmp_path / "data", models={"clip": tiny_clip})
+    assert settings.image.embed_side == 0 and image_embed_side(settings) == 32
+    assert image_embed_side(make_settings(tmp_path / "data", models={"clip": tiny_clip}, image={"embed_side": 300})) == 300

@@ -7,7 +7,7 @@ from conftest import index_direct, make_settings, write_image
 from msearch.embed import available_roles, build_embedder
 from msearch.errors import ModelUnavailable
 from msearch.library import Library
-from msearch.media.image import prepare_image
+from msearch.media.image import prepare_for
 from msearch.search import SearchService
 
 
@@ -47,13 +47,11 @@ def test_stored_image_vector_is_the_models_own_output(clip, clip_settings, tmp_p
         report = index_direct(lib, clip_settings, [tmp_path / "imgs"], {"clip": clip})
         assert len(report["indexed"]) == 5
         model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), AutoProcessor.from_pretrained(tiny_clip)
-        img = clip_settings.image
         for path in paths:
             hit = lib.show(str(path))
             (stored_id,) = [h.id for h in lib.vectors.scroll("clip") if h.payload["content_hash"] == hit["content_hash"]]
             stored = np.asarray(lib.vectors.vectors("clip", [stored_id])[stored_id])
-            pil = prepare_image(path.read_bytes(), max_pixels=img.max_pixels, embed_side=img.embed_side,
-                                thumb_side=img.thumb_side).to_pil()
+            pil = prepare_for(path.read_bytes(), clip_settings).to_pil()
             with torch.no_grad():
                 direct = model.get_image_features(**processor(images=pil, return_tensors="pt"))[0].numpy()
             direct /= np.linalg.norm(direct)
@@ -63,8 +61,7 @@ def test_stored_image_vector_is_the_models_own_output(clip, clip_settings, tmp_p
         service = SearchService({"clip": clip}, lib, clip_settings)
         query = write_image(tmp_path / "q.png", seed=2, size=(100, 100))
         results = service.search_image(query.read_bytes(), top_k=5)
-        q = clip.embed_images([prepare_image(query.read_bytes(), max_pixels=img.max_pixels,
-                                             embed_side=img.embed_side, thumb_side=img.thumb_side).to_pil()])[0]
+        q = clip.embed_images([prepare_for(query.read_bytes(), clip_settings).to_pil()])[0]
         by_hash = {lib.show(str(p))["content_hash"]: str(p) for p in paths}
         stored = {h.payload["content_hash"]: h.id for h in lib.vectors.scroll("clip")}
         vectors = lib.vectors.vectors("clip", list(stored.values()))

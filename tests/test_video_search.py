@@ -7,6 +7,8 @@ import pytest
 
 from conftest import ffmpeg, index_direct, make_settings, make_video
 from msearch.embed import build_embedder
+from msearch.embed.resolve import image_embed_side
+from msearch.media.image import rgb_image, shrink_rgb
 from msearch.library import Library, merge_moments
 from msearch.media.video import keyframe_image, probe, scan
 from msearch.search import SearchService
@@ -54,7 +56,9 @@ def test_broken_video_is_failed_with_ffmpegs_reason(indexed_video):
 def test_keyframe_vectors_are_the_models_output(indexed_video):
     settings, lib, clip, video, _ = indexed_video
     scenes = scan(video, probe(video, ffmpeg()), settings.video, ffmpeg())
-    expected = clip.embed_images([keyframe_image(s) for s in scenes])
+    side = image_embed_side(settings)  # the keyframe as the model gets it: scaled as a picture is
+    assert min(scenes[0].width, scenes[0].height) > side
+    expected = clip.embed_images([rgb_image(*shrink_rgb(s.keyframe, s.width, s.height, side)) for s in scenes])
     stored = sorted(lib.vectors.scroll("clip"), key=lambda h: h.payload["unit"])
     vectors = lib.vectors.vectors("clip", [h.id for h in stored])
     for hit, want in zip(stored, expected):

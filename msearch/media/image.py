@@ -1,7 +1,8 @@
 """Images: one decode path for indexing and for query images.
 
 EXIF orientation applied, RGB, a bounded pixel count, reduced to the size the model needs
-(JPEG decodes at reduced scale through ``draft``), plus a small JPEG thumbnail.
+(JPEG decodes at reduced scale through ``draft``, as far as the model's side and the
+thumbnail's allow), plus a small JPEG thumbnail.
 """
 
 from __future__ import annotations
@@ -33,8 +34,28 @@ def rgb_image(rgb: bytes, width: int, height: int):
     return Image.frombytes("RGB", (int(width), int(height)), bytes(rgb))
 
 
+def prepare_for(data: bytes, settings) -> PreparedImage:
+    """:func:`prepare_image` with ``settings``' limits and its CLIP model's side."""
+    from msearch.embed.resolve import image_embed_side
+
+    img = settings.image
+    return prepare_image(data, max_pixels=img.max_pixels, embed_side=image_embed_side(settings),
+                         thumb_side=img.thumb_side)
+
+
+def shrink_rgb(rgb: bytes, width: int, height: int, short_side: int) -> tuple[bytes, int, int]:
+    """Raw RGB pixels (a video's keyframe) scaled as :func:`prepare_image` scales a picture for the
+    model, so that a keyframe and the same frame uploaded as a query reach the model alike."""
+    if min(width, height) <= short_side:
+        return rgb, width, height
+    img = _shrink(rgb_image(rgb, width, height), short_side)
+    return img.tobytes(), img.width, img.height
+
+
 def prepare_image(data: bytes, *, max_pixels: int, embed_side: int, thumb_side: int) -> PreparedImage:
-    """Decode encoded image bytes into what the embedder and the thumbnail store need."""
+    """Decode encoded image bytes into what the embedder and the thumbnail store need: the
+    picture with its short side at most ``embed_side``, and a thumbnail whose long side is at
+    most ``thumb_side``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -49,13 +70,17 @@ def prepare_image(data: bytes, *, max_pixels: int, embed_side: int, thumb_side: 
                     f"image of {w}x{h} pixels is over the limit of {max_pixels} (MSEARCH_IMAGE__MAX_PIXELS)"
                 )
             if img.format == "JPEG":
-                img.draft("RGB", (embed_side, embed_side))
+                # A reduced-scale decode whose short side still covers the model's and whose long
+                # side covers the thumbnail's (orientation is the same before EXIF's turn).
+                short, long = max(1, embed_side), max(1, thumb_side)
+                img.draft("RGB", (long, short) if w >= h else (short, long))
             img.load()
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
-            img = _shrink(img, embed_side)
-            thumb = img.copy()
-            thumb.thumbnail((thumb_side, thumb_side))
+            small = _shrink(img, embed_side)
+            # The thumbnail from the model's picture when that is large enough, else from the decode.
+            thumb = _fit(small if max(small.size) >= min(thumb_side, max(img.size)) else img, thumb_side)
+            img = small
             buf = io.BytesIO()
             thumb.save(buf, format="JPEG", quality=85)
     except BadInput:
@@ -86,9 +111,22 @@ def _shrink(img, short_side: int):
     short = min(w, h)
     if short <= short_side:
         return img
-    scale = short_side / short
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # The long side as CLIP's image processors compute it (truncated), so that they find the
+    # picture at their size already and leave it as it is.
+    size = (short_side, int(short_side * h / w)) if w <= h else (int(short_side * w / h), short_side)
     return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def _fit(img, long_side: int):
+    """``img`` with its long side at most ``long_side`` (a new image when it has to shrink)."""
+    from PIL import Image
+
+    w, h = img.size
+    if max(w, h) <= long_side:
+        return img
+    scale = long_side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def large_image(data: bytes, *, max_pixels: int, max_side: int):
