@@ -1,7 +1,7 @@
 """GPU run: real-size CLIP ViT-B/32 (random weights) through msearch's own decode and embed code,
 images/s end to end against the model alone on the same batch. No Ray, no network.
 
-    python benchmarks/gpu_clip.py [--images 4000] [--batch 256] [--size full|tiny] [--json out.json]
+    python benchmarks/gpu_clip.py [--images 4000] [--batch 256] [--size full|tiny|cheap] [--json out.json]
 
 * model only: the CLIP image tower in transformers, on the device, fp16 on a GPU, fed pixel
   tensors already on the device (the most the model can do);
@@ -13,7 +13,9 @@ images/s end to end against the model alone on the same batch. No Ray, no networ
 
 The pictures are generated 1280×720 JPEGs. The weights are random with ViT-B/32's shapes (built on
 the fly as the tests build their tiny models): no CLIP weights exist offline; the compute is the
-same. ``--size tiny`` runs the same code on the tests' tiny CLIP (a check on a CPU).
+same. ``--size tiny`` runs the same code on the tests' tiny CLIP (a check on a CPU). ``--size cheap``
+takes ViT-B/32's 224-px pictures and image processor on the tiny network: there, on a CPU, embed
+only is nearly all msearch's embedder's own work per picture (what a fast GPU leaves).
 
 On a GPU machine that has torch and transformers but not this project's other packages (or other
 versions of them), run from the repository root with the wheels ``scripts/gpu-wheels.sh`` puts
@@ -75,7 +77,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--size", choices=("full", "tiny"), default="full")
+    ap.add_argument("--size", choices=("full", "tiny", "cheap"), default="full")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path)
@@ -95,7 +97,8 @@ def main() -> int:
            "workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="msearch-gpu-") as td:
         td = Path(td)
-        model_dir = build_tiny_clip(str(td / "clip"), full_size=args.size == "full")
+        model_dir = build_tiny_clip(str(td / "clip"), full_size=args.size == "full",
+                                    input_side=224 if args.size == "cheap" else None)
         settings = Settings(data_dir=td / "data", device=device,
                             models={"clip": model_dir, "text": "none", "clap": "none", "whisper": "none",
                                     "colpali": "none", "ocr": "none"},

@@ -43,11 +43,14 @@ def _bpe_tokenizer(slow_cls, fast_cls, vocab: dict[str, int], max_len: int):
         return fast_cls.from_pretrained(td, model_max_length=max_len)
 
 
-def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = None, full_size: bool = False) -> str:
+def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = None, full_size: bool = False,
+                    input_side: int | None = None) -> str:
     """Like a hub CLIP checkpoint, config.json has no top-level max_length unless given.
 
     ``full_size``: the ViT-B/32 architecture of openai/clip-vit-base-patch32 (224-px images,
-    512-d projection) with random weights, for throughput measurements.
+    512-d projection) with random weights, for throughput measurements. ``input_side``: the tiny
+    network, but taking pictures of that side (patches of 32) with a processor to match, so that
+    the preprocessing of a real-size model is nearly all an embedder's work.
     """
     import torch
     from transformers import (
@@ -98,6 +101,9 @@ def build_tiny_clip(dir: str, seed: int = 0, config_max_length: int | None = Non
         **({"max_length": config_max_length} if config_max_length else {}),
     )
     side = 32
+    if input_side:
+        cfg.vision_config.image_size, cfg.vision_config.patch_size = input_side, 32
+        side = input_side
     if full_size:  # transformers' defaults are ViT-B/32
         cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=TEXT_MAX_LEN,
                                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
