@@ -185,11 +185,12 @@ def _video_units(path: Path, settings, roles: set[str], speech: str | None, medi
         for text in lost:
             _warn(media, text)
         media["scenes"] = len(scenes)
+        side = image_embed_side(settings)
         for i, s in enumerate(scenes):
             when = {"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
                     "thumbnail": video.thumbnail(s, settings.image.thumb_side), "thumb_key": f"scene{i}"}
             if "clip" in roles:
-                pixels, width, height = shrink_rgb(s.keyframe, s.width, s.height, image_embed_side(settings))
+                pixels, width, height = shrink_rgb(s.keyframe, s.width, s.height, side)
                 yield {"space": "clip", "pixels": pixels, "width": width, "height": height, **when}
             if read:  # text on screen: captions, titles, slides
                 from msearch import ocr

@@ -8,8 +8,8 @@ import pytest
 from conftest import ffmpeg, index_direct, make_settings, make_video
 from msearch.embed import build_embedder
 from msearch.embed.resolve import image_embed_side
-from msearch.media.image import rgb_image, shrink_rgb
 from msearch.library import Library, merge_moments
+from msearch.media.image import rgb_image, shrink_rgb
 from msearch.media.video import keyframe_image, probe, scan
 from msearch.search import SearchService
 from msearch.store.vectors import Hit

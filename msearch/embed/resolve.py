@@ -81,13 +81,13 @@ def image_input_side(spec: str) -> int:
 
     path = Path(spec).expanduser()
     folder = str(path) if path.is_dir() else None
-    if folder is None and spec.count("/") == 1 and not spec.startswith(("/", ".", "~")):
+    if folder is None:
         from huggingface_hub import snapshot_download
 
         try:
             folder = snapshot_download(spec, local_files_only=True)
-        except Exception:  # not in the cache, or not a hub id
-            folder = None
+        except Exception:  # not in the cache, or not a hub id (fake, none, a missing folder)
+            pass
     try:
         config = json.loads((Path(folder) / "preprocessor_config.json").read_text()) if folder else {}
     except (OSError, ValueError):

@@ -79,7 +79,8 @@ def prepare_image(data: bytes, *, max_pixels: int, embed_side: int, thumb_side: 
             img = _to_rgb(img)
             small = _shrink(img, embed_side)
             # The thumbnail from the model's picture when that is large enough, else from the decode.
-            thumb = _fit(small if max(small.size) >= min(thumb_side, max(img.size)) else img, thumb_side)
+            thumb = (small if max(small.size) >= min(thumb_side, max(img.size)) else img).copy()
+            thumb.thumbnail((thumb_side, thumb_side))
             img = small
             buf = io.BytesIO()
             thumb.save(buf, format="JPEG", quality=85)
@@ -115,18 +116,6 @@ def _shrink(img, short_side: int):
     # picture at their size already and leave it as it is.
     size = (short_side, int(short_side * h / w)) if w <= h else (int(short_side * w / h), short_side)
     return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-
-
-def _fit(img, long_side: int):
-    """``img`` with its long side at most ``long_side`` (a new image when it has to shrink)."""
-    from PIL import Image
-
-    w, h = img.size
-    if max(w, h) <= long_side:
-        return img
-    scale = long_side / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def large_image(data: bytes, *, max_pixels: int, max_side: int):
