@@ -131,6 +131,9 @@ class IndexSettings(_Section):
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
     embed_threads: int = 0  # torch CPU threads per embedding actor; 0: the node's cores
+    # Forward passes of one model at once in an actor, sharing its weights and its threads
+    # (each runs on EMBED_THREADS / EMBED_STREAMS); 0: two on a CPU with two or more threads, else one.
+    embed_streams: int = Field(0, ge=0)
     # Drivers that run again and again (watch, the control API's queue, a job on a cluster that
     # outlives it) keep their embedding actors, models loaded, for the next run; one idle this
     # long exits. 0: a new actor pool (and model load) every run.

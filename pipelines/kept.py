@@ -100,7 +100,7 @@ def names(settings, roles: list[str], count: int) -> list[str]:
     """The kept embedders for these models and settings (runs that ask for the same share them)."""
     idx = settings.index
     return _names("embed", {"models": settings.models.model_dump(mode="json"), "roles": sorted(roles),
-                            "threads": idx.embed_threads, "gpus": idx.embed_num_gpus, "log": settings.log_level},
+                            "threads": idx.embed_threads, "streams": idx.embed_streams, "gpus": idx.embed_num_gpus, "log": settings.log_level},
                   count)
 
 

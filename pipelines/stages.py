@@ -199,18 +199,21 @@ def _units(rows: Iterable[dict], settings, models: dict, size: int) -> Iterator[
         yield held
 
 
-def _torch_threads(threads: int) -> None:
+def _torch_threads(settings) -> None:
     """Ray starts an actor with OMP_NUM_THREADS set to its CPU request (1), which leaves torch one
     thread; the model runs as fast as in a plain process only with the node's cores (or the
-    setting's count)."""
+    setting's count), shared by its streams."""
     import os
 
     import torch
 
-    n = threads or os.cpu_count() or 1
+    from msearch.embed.infinity import model_streams
+
+    streams = model_streams(settings)
+    n = max(1, (settings.index.embed_threads or os.cpu_count() or 1) // streams)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-        log.info("torch uses %d threads in this actor", n)
+        log.info("torch uses %d threads in this actor (%d per model stream)", n * streams, n)
 
 
 class EmbedUnits:
@@ -220,7 +223,7 @@ class EmbedUnits:
         logging.basicConfig(level=settings.log_level)
         if embedders is None:
             if any(runs_on_torch(getattr(settings.models, role)) for role in roles):
-                _torch_threads(settings.index.embed_threads)
+                _torch_threads(settings)
             embedders = {role: build_embedder(role, settings) for role in roles}
         self.embedders = embedders
         self.settings = settings

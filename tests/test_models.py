@@ -133,3 +133,63 @@ def test_a_folder_that_is_not_a_model_is_refused(tmp_path):
     settings = make_settings(tmp_path / "d", models={"clip": str(tmp_path / "junk")})
     with pytest.raises(ModelUnavailable, match="cannot load it"):
         build_embedder("clip", settings)
+
+
+def test_streams_default_to_two_on_a_cpu_with_two_threads(tmp_path, monkeypatch):
+    from msearch.embed.infinity import model_streams
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert model_streams(make_settings(tmp_path), "cpu") == 2
+    assert model_streams(make_settings(tmp_path, index={"embed_threads": 1}), "cpu") == 1
+    assert model_streams(make_settings(tmp_path), "cuda") == 1
+    assert model_streams(make_settings(tmp_path, index={"embed_streams": 3}), "cuda") == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert model_streams(make_settings(tmp_path), "cpu") == 1
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # infinity's text path (the default text model is not)
+
+
+def _forwards_by_thread(embedder) -> list[str]:
+    """Wrap the model's forward pass to record the thread of each call."""
+    import threading
+
+    (model,) = embedder._worker_models()
+    forward, threads = model.encode_core, []
+
+    def encode_core(features):
+        threads.append(threading.current_thread().name)
+        return forward(features)
+
+    model.encode_core = encode_core
+    return threads
+
+
+@pytest.mark.parametrize("role", ["clip", "text"])
+def test_two_streams_share_one_model_and_give_its_vectors(role, tmp_path, tiny_clip):
+    """Two streams run forward passes of the one loaded model side by side, and every input gets
+    the vector that one stream gives it (images, and texts of unequal length batched apart)."""
+    def build(streams: int):
+        return build_embedder(role, make_settings(tmp_path / "d", models={"clip": tiny_clip, "text": MINILM},
+                                                  index={"embed_streams": streams, "embed_batch_size": 8}))
+
+    one, two = build(1), build(2)
+    settings = make_settings(tmp_path / "d", models={"clip": tiny_clip, "text": MINILM})
+    try:
+        assert one.streams == 1 and len(one._array.async_engine_array[role]._batch_handler.model_worker) == 1
+        assert two.streams == 2 and len(two._worker_models()) == 1
+        handler = two._array.async_engine_array[role]._batch_handler
+        assert len(handler.model_worker) == 2 and handler.max_batch_size == 4
+        threads = _forwards_by_thread(two)
+        if role == "clip":
+            pictures = [prepare_for(write_image(tmp_path / f"{i}.jpg", seed=i, size=(80, 60)).read_bytes(),
+                                    settings).to_pil() for i in range(24)]
+            got, want = two.embed_images(pictures), one.embed_images(pictures)
+        else:
+            texts = [" ".join(["word"] * (1 + 7 * i)) + f" number {i}" for i in range(24)]
+            got, want = two.embed_texts(texts), one.embed_texts(texts)
+        assert len(threads) == 6 and len(set(threads)) == 2  # six batches of four, on both streams
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    finally:
+        one.close()
+        two.close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +25,49 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def model_streams(settings, device: str | None = None) -> int:
+    """How many forward passes of one model run at once (``MSEARCH_INDEX__EMBED_STREAMS``; 0: two
+    on a CPU when the model has two or more cores, else one). On a CPU, two streams of half the
+    threads each keep the cores busy where one stream's threads stall: its single-threaded steps,
+    and any other process that takes a core from one of its threads, which its partner threads
+    then wait for. On a GPU one stream already keeps the device busy."""
+    if settings.index.embed_streams:
+        return settings.index.embed_streams
+    if (device or resolve_device(settings.device)) != "cpu":
+        return 1
+    return 2 if (settings.index.embed_threads or os.cpu_count() or 1) >= 2 else 1
+
+
+def _add_streams(engine, count: int) -> ThreadPoolExecutor | None:
+    """Give a running infinity engine ``count - 1`` more model workers over the model it has
+    loaded: each takes batches from the same queue and runs its own forward pass, sharing the
+    weights (torch's inference is thread-safe; preparing a batch runs under a lock, since a fast
+    tokenizer may not be called from two threads at once). infinity's own replicas would load the
+    model again, and its thread pool (cores + 4 threads) is too small for a second worker's
+    three threads on a small machine: their first call never returns. The workers get a pool
+    of their own, and stop with the engine."""
+    from infinity_emb.inference.batch_handler import ModelWorker, ShutdownReadOnly, ThreadPoolExecutorReadOnly
+
+    handler = engine._batch_handler
+    first = handler.model_worker[0]
+    model = first._model
+    prepare, lock = model.encode_pre, threading.Lock()
+
+    def encode_pre(items):
+        with lock:
+            return prepare(items)
+
+    model.encode_pre = encode_pre
+    pool = ThreadPoolExecutor(3 * (count - 1), thread_name_prefix="msearch-stream")
+    for _ in range(count - 1):
+        worker = ModelWorker(shutdown=ShutdownReadOnly(handler._shutdown), model=model,
+                             threadpool=ThreadPoolExecutorReadOnly(pool), input_q=handler._publish_to_model_queue,
+                             output_q=handler._result_queue, batch_delay=first._batch_delay)
+        worker.spawn()
+        handler.model_worker.append(worker)
+    return pool
+
+
 class _InfinityEmbedder:
     modalities: frozenset[str] = frozenset({"text"})
 
@@ -34,17 +80,23 @@ class _InfinityEmbedder:
         except ImportError as e:
             raise MissingDependency("infinity-emb is not installed: pip install 'msearch[models]'") from e
         self.device = resolve_device(settings.device)
+        self.streams = model_streams(settings, self.device)
+        # A call of EMBED_BATCH_SIZE items makes one batch per stream.
         args = EngineArgs(
             model_name_or_path=path, served_model_name=role, engine="torch", device=self.device,
-            model_warmup=False, bettertransformer=False, batch_size=settings.index.embed_batch_size,
+            model_warmup=False, bettertransformer=False,
+            batch_size=max(1, math.ceil(settings.index.embed_batch_size / self.streams)),
         )
         try:
             self._array = SyncEngineArray.from_args([args])
         except Exception as e:  # a folder that is not a loadable model, corrupt weights, ...
             raise ModelUnavailable(role, spec, ROLE_SETTING[role], f"cannot load it: {e}") from e
+        self._stream_pool = (_add_streams(self._array.async_engine_array[role], self.streams)
+                             if self.streams > 1 else None)
         self._configure(settings)
         self.dim = self._probe_dim()
-        log.info("loaded %s model %s on %s (dim %d)", role, spec, self.device, self.dim)
+        log.info("loaded %s model %s on %s (dim %d, %d stream%s)", role, spec, self.device, self.dim,
+                 self.streams, "s" if self.streams > 1 else "")
 
     def _configure(self, settings) -> None:
         pass
@@ -54,7 +106,7 @@ class _InfinityEmbedder:
 
     def _worker_models(self):
         engine = self._array.async_engine_array[self.role]
-        return [w._model for w in engine._batch_handler.model_worker]
+        return list({id(w._model): w._model for w in engine._batch_handler.model_worker}.values())
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -84,6 +136,9 @@ class _InfinityEmbedder:
         if array is not None:
             array.stop()
             del array
+        pool = self.__dict__.pop("_stream_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)  # its workers end with the engine's stop
 
 
 class InfinityText(_InfinityEmbedder):
