@@ -1,6 +1,8 @@
 """Indexing efficiency: end-to-end files/s of `msearch index` (Ray Data pipeline, local Ray) on
 generated images and text files, against model-only throughput of the same models on the same
-decoded inputs in one process. Prints a table and writes JSON.
+decoded inputs in one process: one stream on all the cores and two streams of half the cores each
+(`MSEARCH_INDEX__EMBED_STREAMS`), the faster of the two being the baseline. Prints a table and
+writes JSON.
 
     .venv/bin/python benchmarks/indexing.py [--images 300] [--texts 200] [--kept] [--out results.json]
 
