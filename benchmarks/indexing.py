@@ -4,12 +4,13 @@ decoded inputs in one process: one stream on all the cores and two streams of ha
 (`MSEARCH_INDEX__EMBED_STREAMS`), the faster of the two being the baseline. Prints a table and
 writes JSON.
 
-    .venv/bin/python benchmarks/indexing.py [--images 300] [--texts 200] [--kept] [--out results.json]
+    .venv/bin/python benchmarks/indexing.py [--images 300] [--texts 200] [--kept [--cpu]] [--out results.json]
 
 ``--kept``: instead of a one-shot `msearch index` (which starts Ray and loads the models for
 itself), a long-lived driver that has already run once, as `msearch watch`, the control API's
 queue or a job on a running cluster: its kept embedding actors have the models loaded, and
-the timed run is its second.
+the timed run is its second. With ``--cpu`` (Linux) it also prints the CPU seconds of that run's
+processes by role (as `benchmarks/plumbing.py --cpu`) and the machine's busy and idle CPU.
 
 Images are embedded with the ViT-B/32 CLIP architecture (openai/clip-vit-base-patch32's shapes)
 with random weights, built on the fly as the tests build their tiny models: no CLIP weights
@@ -37,16 +38,38 @@ WORDS = ("harbour lighthouse budget rain valley camera river storm archive foota
 
 # A long-lived driver: one run on a small folder (it starts the kept embedders), then the timed one.
 KEPT_DRIVER = """
-import json, sys, time
+import json, os, sys, threading, time
 from msearch.settings import load_settings
 from pipelines.cluster import connect
 from pipelines.index import run_index
 settings = load_settings()
 connect(settings)
 run_index(settings, [sys.argv[1]], progress=False, keep_actors=True)
+sampler = None
+if len(sys.argv) > 3:  # --cpu: every process of this driver's local Ray, read from /proc
+    sys.path.insert(0, sys.argv[3])
+    from plumbing import CpuByRole, machine_cpu
+
+    sampler, done = CpuByRole(os.getpid()), threading.Event()
+    sampler.sample()
+    before, machine = dict(sampler.cpu), machine_cpu()
+    def sample():
+        while not done.wait(0.5):
+            sampler.sample()
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
 start = time.perf_counter()
 summary = run_index(settings, [sys.argv[2]], progress=False, keep_actors=True)
-print(json.dumps({**summary, "wall_s": time.perf_counter() - start}))
+summary["wall_s"] = time.perf_counter() - start
+if sampler:
+    done.set(), thread.join()
+    sampler.sample()
+    busy, idle = (a - b for a, b in zip(machine_cpu(), machine))
+    # Per process, so that a worker that takes on a task's name later counts under that role.
+    summary["cpu_seconds_by_role"] = sampler.totals({pid: cpu - before.get(pid, 0.0)
+                                                     for pid, cpu in sampler.cpu.items()})
+    summary["machine_busy_idle_s"] = [round(busy, 2), round(idle, 2)]
+print(json.dumps(summary))
 """
 
 
@@ -72,6 +95,8 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kept", action="store_true", help="the second run of a driver that keeps its embedders")
+    parser.add_argument("--cpu", action="store_true",
+                        help="with --kept: CPU seconds of the second run by role, and the machine's busy and idle CPU")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -144,7 +169,8 @@ def main() -> int:
             warm.mkdir()
             Image.new("RGB", (640, 480), (200, 30, 30)).save(warm / "red.jpg")
             (warm / "note.txt").write_text("a warm-up note about nothing in the corpus\n")
-            command = [sys.executable, "-c", KEPT_DRIVER, str(warm), str(corpus)]
+            command = [sys.executable, "-c", KEPT_DRIVER, str(warm), str(corpus),
+                       *([str(Path(__file__).parent)] if args.cpu else [])]
         else:
             command = [str(ROOT / ".venv/bin/msearch"), "index", str(corpus), "--json"]
         start = time.perf_counter()
@@ -170,6 +196,9 @@ def main() -> int:
             # pipeline's wall time; decode and embed summed over units (they overlap).
             "stage_seconds": summary["stage_seconds"],
         }
+        for key in ("cpu_seconds_by_role", "machine_busy_idle_s"):
+            if key in summary:
+                out["indexing"][key] = summary[key]
     r = out["indexing"]
     report(out, [
         ("model only, files per s (CLIP + MiniLM; the faster of the two below)", r['model_only_files_per_s']),
@@ -180,6 +209,9 @@ def main() -> int:
         ("ratio end to end / model only (wall)", r['ratio_wall']),
         ("ratio end to end / model only (job)", r['ratio_job']),
         *[(f"stage seconds: {name}", v) for name, v in r["stage_seconds"].items()],
+        *[(f"CPU s: {role}", v) for role, v in r.get("cpu_seconds_by_role", {}).items()],
+        *([("the machine's busy / idle CPU s", "{} / {}".format(*r["machine_busy_idle_s"]))]
+          if "machine_busy_idle_s" in r else []),
     ], args.out)
     return 0
 

@@ -124,11 +124,18 @@ def margin(td: Path, images: int, texts: int, decode_s: float, job_s: float, ext
             "fixed_job_s": round(job_s - per_file * extra, 2)}
 
 
+def machine_cpu() -> tuple[float, float]:
+    """The machine's busy and idle CPU seconds since boot (all cores, from /proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / CpuByRole.TICK, idle / CpuByRole.TICK
+
+
 class CpuByRole:
     """CPU seconds of a process and all its descendants, by role (from each process's title:
     Ray names its workers after the task or actor they run)."""
 
-    ROLES = (("store owner", ("StoreOwner", "msearch-owner")), ("embedding actor", ("EmbedUnits", "Transcribe")),
+    ROLES = (("store owner", ("StoreOwner", "msearch-owner")), ("embedding actor", ("EmbedUnits", "EmbedService", "Transcribe")),
              ("task workers (hash, decode, write)", ("MapBatches(", "Write", "ReadItems")),
              ("Ray Data's actors", ("_StatsActor", "AutoscalingCoordinator", "ActorLocationTracker")))
     RAY = "Ray (GCS, raylet, dashboard, agents, idle workers)"

@@ -78,7 +78,8 @@ def run_index(settings: Settings, roots: list[str], progress: bool = True, verbo
         cpus, limit = _fit_cpus(settings, embedding=embedding, speech=speech, kept_alive=None if actors is None else {
             "embed": kept.alive(actors["embed"]), "whisper": kept.alive(actors["transcribe"])})
         if actors and actors["embed"]:
-            kept.start(kept.EmbedService, actors["embed"], kept.kept_options(settings, cpus), settings, roles)
+            kept.start(kept.EmbedService, actors["embed"], kept.kept_options(settings, cpus, roles=roles), settings,
+                       roles)
         # A transcriber is started by the first recording that needs one: a run without recordings
         # leaves no actor holding a CPU share (Serve's replicas may need it) for EMBED_KEEP_S.
         stages = build(cpus, _decode_tasks(settings), actors)

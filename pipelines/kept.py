@@ -126,12 +126,17 @@ def alive(actors: list[str]) -> int:
     return count
 
 
-def kept_options(settings, cpus: dict[str, float], stage: str = "embed") -> dict:
-    """The resources of a kept actor of ``stage`` (embed, whisper): what a pool's actor would ask for."""
+def kept_options(settings, cpus: dict[str, float], stage: str = "embed", roles: list[str] = ()) -> dict:
+    """The options of a kept actor of ``stage`` (embed, whisper): what a pool's actor would ask
+    for (an embedding actor of ``roles`` takes one call per model stream at once)."""
+    from pipelines.stages import embed_calls_at_once
+
     options = {"num_cpus": cpus[stage]}
     gpus = settings.index.embed_num_gpus if stage == "embed" else settings.index.whisper_num_gpus
     if gpus:
         options["num_gpus"] = gpus
+    if stage == "embed" and (calls := embed_calls_at_once(settings, roles)) > 1:
+        options["max_concurrency"] = calls
     return options
 
 

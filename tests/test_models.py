@@ -210,3 +210,23 @@ def test_an_embedding_actor_shares_its_threads_among_the_streams(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_embedding_actor_takes_a_call_per_stream(tmp_path, tiny_clip):
+    """While one call's batches run, the next call's wait in the model's queue (a call at a time
+    left the streams idle between calls); the free models and a GPU take one call at a time."""
+    from pipelines.kept import kept_options
+    from pipelines.stages import embed_calls_at_once, index_stages
+
+    cpus = {"hash": 0.5, "decode": 0.5, "embed": 1.0, "whisper": 1.0, "write": 0.5}
+    torch_cpu = make_settings(tmp_path, device="cpu", models={"clip": tiny_clip, "text": "fake"},
+                              index={"embed_threads": 2})
+    assert embed_calls_at_once(torch_cpu, ["clip", "text"]) == 2
+    assert kept_options(torch_cpu, cpus, roles=["clip", "text"]) == {"num_cpus": 1.0, "max_concurrency": 2}
+    (embed,) = [s for s in index_stages(torch_cpu, "run", {}, {}, ["clip", "text"], False, cpus) if s.name == "embed"]
+    assert embed.options == {"max_concurrency": 2}
+    assert embed_calls_at_once(torch_cpu, ["text"]) == 1  # the fake text model
+    one_thread = make_settings(tmp_path, device="cpu", models={"clip": tiny_clip}, index={"embed_threads": 1})
+    assert kept_options(one_thread, cpus, roles=["clip"]) == {"num_cpus": 1.0}
+    gpu = make_settings(tmp_path, models={"clip": tiny_clip}, index={"embed_num_gpus": 1, "embed_threads": 2})
+    assert kept_options(gpu, cpus, roles=["clip"]) == {"num_cpus": 1.0, "num_gpus": 1}
