@@ -47,8 +47,10 @@ def dataset(stages: list[Stage], rows: list[dict], settings, cpu_limit: float | 
         if stage.num_gpus:
             options["num_gpus"] = stage.num_gpus
         if stage.actors is not None:
-            ds = ds.map_batches(stage.fn, compute=ray.data.ActorPoolStrategy(size=stage.actors),
-                                fn_constructor_kwargs=stage.kwargs, **options)
+            # Calls at once run side by side (Ray Data runs an actor's calls one at a time unless told).
+            pool = ray.data.ActorPoolStrategy(size=stage.actors, max_concurrent_calls_per_actor=stage.calls,
+                                              enable_true_multi_threading=stage.calls > 1)
+            ds = ds.map_batches(stage.fn, compute=pool, fn_constructor_kwargs=stage.kwargs, **options)
         else:
             if stage.tasks:
                 options["compute"] = ray.data.TaskPoolStrategy(size=stage.tasks)

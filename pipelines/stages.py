@@ -41,6 +41,7 @@ class Stage:
     num_cpus: float
     num_gpus: float = 0.0
     actors: int | None = None
+    calls: int = 1  # calls an actor of the pool runs at once
     tasks: int | None = None  # tasks at once (a function's stage); None: as many as CPUs allow
     owner: bool = False  # takes the store owner as ``owner``
     options: dict = field(default_factory=dict)
@@ -83,10 +84,9 @@ def index_stages(settings, run_id: str, models: dict, missing: dict, roles: list
                                            "embed": embed},
                         None if embed else idx.decode_batch_size, cpus["decode"], tasks=tasks))
     if roles and embed is None:
-        calls = embed_calls_at_once(settings, roles)
         stages.append(Stage("embed", EmbedUnits, {"settings": settings, "roles": roles}, idx.embed_batch_size,
                             cpus["embed"], idx.embed_num_gpus, actors=idx.embed_actors,
-                            options={"max_concurrency": calls} if calls > 1 else {}))
+                            calls=embed_calls_at_once(settings, roles)))
     return stages
 
 
