@@ -44,16 +44,22 @@ class _Kept:
         self.udf = udf
         self.keep_s = keep_s
         self._last = time.monotonic()
+        self._busy = 0  # calls running (an embedding actor takes one per model stream at once)
+        self._lock = threading.Lock()
         threading.Thread(target=self._expire, daemon=True, name="msearch-kept-expire").start()
 
     def run(self, batch: pa.Table, keep_s: float | None = None) -> pa.Table:
         """Run the stage on a batch; ``keep_s``: the caller's idle time before exit (the latest run's says)."""
         if keep_s is not None:
             self.keep_s = keep_s
+        with self._lock:
+            self._busy += 1
         try:
             return self.udf(batch)
         finally:
-            self._last = time.monotonic()
+            with self._lock:
+                self._busy -= 1
+                self._last = time.monotonic()
 
     def ping(self) -> int:
         """This actor's process id."""
@@ -63,11 +69,13 @@ class _Kept:
         ray.actor.exit_actor()
 
     def _expire(self) -> None:
-        """Exit once no batch came for ``keep_s`` seconds (calls run one at a time: an exit asked
-        for while a batch waits runs after it, and a later caller starts a new actor)."""
+        """Exit once no batch came for ``keep_s`` seconds and none is running (a caller whose
+        batch finds the actor gone starts a new one)."""
         while True:
             time.sleep(max(0.2, min(5.0, self.keep_s / 4)))
-            if time.monotonic() - self._last > self.keep_s:
+            with self._lock:
+                idle = not self._busy and time.monotonic() - self._last > self.keep_s
+            if idle:
                 log.info("%s idle for %.0f s: exiting", type(self).__name__, self.keep_s)
                 ray.get_runtime_context().current_actor.quit.remote()
                 return
@@ -100,7 +108,8 @@ def names(settings, roles: list[str], count: int) -> list[str]:
     """The kept embedders for these models and settings (runs that ask for the same share them)."""
     idx = settings.index
     return _names("embed", {"models": settings.models.model_dump(mode="json"), "roles": sorted(roles),
-                            "threads": idx.embed_threads, "streams": idx.embed_streams, "gpus": idx.embed_num_gpus, "log": settings.log_level},
+                            "threads": idx.embed_threads, "streams": idx.embed_streams, "gpus": idx.embed_num_gpus,
+                            "log": settings.log_level},
                   count)
 
 

@@ -183,6 +183,36 @@ def test_an_idle_kept_actor_exits_and_a_lost_one_is_started_again(ray_local, tmp
         stop_owner(settings)
 
 
+def test_a_kept_actor_that_takes_two_calls_does_not_exit_during_one(ray_local):
+    """An embedding actor takes a call per model stream at once, so its exit on idle runs beside
+    a call: it waits until no call is running."""
+    import ray
+
+    from pipelines.kept import _Kept
+
+    class Slow(_Kept):
+        def __init__(self, keep_s):
+            super().__init__(lambda seconds: time.sleep(seconds) or seconds, keep_s)
+
+    actor = ray.remote(Slow).options(max_concurrency=2, num_cpus=0).remote(0.3)
+    assert ray.get(actor.ping.remote(), timeout=60)
+    # The first call outlasts keep_s, and the expiry checks run beside it; a second call comes
+    # while it runs (an actor that had begun to exit would refuse it).
+    first = actor.run.remote(2.0)
+    time.sleep(1.0)
+    assert ray.get(actor.run.remote(0.1), timeout=60) == 0.1
+    assert ray.get(first, timeout=60) == 2.0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ping.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the idle actor did not exit after its call")
+
+
 def test_other_models_or_settings_get_other_kept_actors(tmp_path):
     from pipelines.kept import names
 

@@ -38,7 +38,7 @@ def model_streams(settings, device: str | None = None) -> int:
     return 2 if (settings.index.embed_threads or os.cpu_count() or 1) >= 2 else 1
 
 
-def _add_streams(engine, count: int) -> ThreadPoolExecutor | None:
+def _add_streams(engine, count: int) -> ThreadPoolExecutor:
     """Give a running infinity engine ``count - 1`` more model workers over the model it has
     loaded: each takes batches from the same queue and runs its own forward pass, sharing the
     weights (torch's inference is thread-safe; preparing a batch runs under a lock, since a fast
