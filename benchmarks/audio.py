@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import report, run_info
+from common import report, run_info, time_batches
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -112,11 +112,7 @@ def main() -> int:
         clap_dir = build_tiny_clap(str(td / "clap"), full_size=True)
         clap = InfinityClap("clap-htsat-unfused (random weights)", clap_dir,
                             Settings(data_dir=td / "data", index={"embed_batch_size": args.batch}))
-        clap.embed_audios(clips[: args.batch])  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(clips), args.batch):
-            clap.embed_audios(clips[i : i + args.batch])
-        embed_s = time.perf_counter() - start
+        embed_s = time_batches(clap.embed_audios, clips, args.batch)
         clap.close()
         out["sounds"] = {
             "model": "CLAP HTSAT-unfused architecture, random weights, fp32 CPU", "batch": args.batch,

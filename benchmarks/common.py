@@ -14,6 +14,15 @@ def run_info() -> dict:
             "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
 
 
+def time_batches(embed, items: list, batch: int) -> float:
+    """Seconds to ``embed`` ``items`` ``batch`` at a time, after one batch to warm up."""
+    embed(items[:batch])
+    start = time.perf_counter()
+    for i in range(0, len(items), batch):
+        embed(items[i : i + batch])
+    return time.perf_counter() - start
+
+
 def report(out: dict, rows: list[tuple[str, object]], path: Path | None) -> None:
     """A table of the headline figures, then everything as JSON (also written to ``path``)."""
     width = max(len(name) for name, _ in rows)

@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from common import report, run_info  # noqa: E402
+from common import report, run_info, time_batches  # noqa: E402
 
 SIDE = (1280, 720)
 
@@ -146,11 +146,7 @@ def main() -> int:
         # -- embed only: msearch's embedder on decoded pictures ----------------------------
         clip = build_embedder("clip", settings)
         out["embedder_device"] = clip.device
-        clip.embed_images(pictures[: args.batch])  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(pictures), args.batch):
-            clip.embed_images(pictures[i : i + args.batch])
-        embed_s = time.perf_counter() - start
+        embed_s = time_batches(clip.embed_images, pictures, args.batch)
 
         # -- end to end: files -> decode pool -> embedder ---------------------------------
         with ProcessPoolExecutor(args.workers, spawn, _init, (settings,)) as pool:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import report, run_info
+from common import report, run_info, time_batches
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -129,18 +129,10 @@ def main() -> int:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // streams))
             settings = models_settings(streams)
             clip = InfinityClip(clip_dir, clip_dir, settings)
-            clip.embed_images(pictures[: args.batch])  # warm-up
-            start = time.perf_counter()
-            for i in range(0, len(pictures), args.batch):
-                clip.embed_images(pictures[i : i + args.batch])
-            clip_s = time.perf_counter() - start
+            clip_s = time_batches(clip.embed_images, pictures, args.batch)
             clip.close()
             text = InfinityText(minilm, resolve_model("text", minilm, "MSEARCH_MODELS__TEXT"), settings)
-            text.embed_texts(chunks[: args.batch])
-            start = time.perf_counter()
-            for i in range(0, len(chunks), args.batch):
-                text.embed_texts(chunks[i : i + args.batch])
-            text_s = time.perf_counter() - start
+            text_s = time_batches(text.embed_texts, chunks, args.batch)
             text.close()
             return clip_s, text_s, clip_s + text_s
 
