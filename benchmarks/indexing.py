@@ -48,7 +48,7 @@ run_index(settings, [sys.argv[1]], progress=False, keep_actors=True)
 sampler = None
 if len(sys.argv) > 3:  # --cpu: every process of this driver's local Ray, read from /proc
     sys.path.insert(0, sys.argv[3])
-    from plumbing import CpuByRole, machine_cpu
+    from common import CpuByRole, machine_cpu
 
     sampler, done = CpuByRole(os.getpid()), threading.Event()
     sampler.sample()
@@ -107,6 +107,7 @@ def main() -> int:
     from msearch.media.image import prepare_for
     from msearch.media.text import chunk_text, read_text
     from msearch.settings import Settings
+    from pipelines.stages import torch_threads
 
     out = run_info()
     with tempfile.TemporaryDirectory() as td:
@@ -124,10 +125,8 @@ def main() -> int:
         def models_alone(streams: int) -> tuple[float, float, float]:
             """Seconds of CLIP, of MiniLM and in all: one process, nothing else running, ``streams``
             forward passes at once sharing the cores (``EMBED_STREAMS``)."""
-            import torch
-
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // streams))
             settings = models_settings(streams)
+            torch_threads(settings)  # as an embedding actor sets them
             clip = InfinityClip(clip_dir, clip_dir, settings)
             clip_s = time_batches(clip.embed_images, pictures, args.batch)
             clip.close()

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import msearch_env, report, run_info
+from common import CpuByRole, msearch_env, report, run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -122,73 +122,6 @@ def margin(td: Path, images: int, texts: int, decode_s: float, job_s: float, ext
             "job_s": summary["seconds"], "job_s_per_1000_files": round(per_file * 1000, 3),
             "ratio_job": round((decode2 - decode_s) / (summary["seconds"] - job_s), 3),
             "fixed_job_s": round(job_s - per_file * extra, 2)}
-
-
-def machine_cpu() -> tuple[float, float]:
-    """The machine's busy and idle CPU seconds since boot (all cores, from /proc/stat)."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks[:8]) - idle) / CpuByRole.TICK, idle / CpuByRole.TICK
-
-
-class CpuByRole:
-    """CPU seconds of a process and all its descendants, by role (from each process's title:
-    Ray names its workers after the task or actor they run)."""
-
-    ROLES = (("store owner", ("StoreOwner", "msearch-owner")), ("embedding actor", ("EmbedUnits", "EmbedService", "Transcribe")),
-             ("task workers (hash, decode, write)", ("MapBatches(", "Write", "ReadItems")),
-             ("Ray Data's actors", ("_StatsActor", "AutoscalingCoordinator", "ActorLocationTracker")))
-    RAY = "Ray (GCS, raylet, dashboard, agents, idle workers)"
-    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    def __init__(self, root: int):
-        self.root = root
-        self.cpu: dict[int, float] = {}
-        self.system: dict[int, float] = {}
-        self.faults: dict[int, int] = {}  # minor page faults
-        self.role: dict[int, str] = {}
-
-    def sample(self) -> None:
-        parents, stats = {}, {}  # stats: pid -> (CPU s, system CPU s, minor faults)
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry)] = int(fields[1])
-            stats[int(entry)] = ((int(fields[11]) + int(fields[12])) / self.TICK, int(fields[12]) / self.TICK,
-                                 int(fields[7]))
-        for pid, (seconds, system, faults) in stats.items():
-            up = pid
-            while up in parents and up != self.root:
-                up = parents[up]
-            if up != self.root:
-                continue
-            self.cpu[pid], self.system[pid], self.faults[pid] = seconds, system, faults
-            if self.role.get(pid, self.RAY) == self.RAY:
-                self.role[pid] = self._role(pid)
-
-    def _role(self, pid: int) -> str:
-        if pid == self.root:
-            return "driver (msearch index)"
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            title = ""  # gone, or changing its title: read again at the next sample
-        for role, marks in self.ROLES:
-            if any(m in title for m in marks):
-                return role
-        return self.RAY
-
-    def totals(self, per_pid: dict[int, float]) -> dict[str, float]:
-        """``per_pid`` (one of the sampled measures) summed by role, largest first."""
-        out: dict[str, float] = {}
-        for pid, value in per_pid.items():
-            role = self.role[pid]
-            out[role] = round(out.get(role, 0.0) + value, 2)
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> int:

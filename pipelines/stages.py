@@ -201,8 +201,8 @@ def _units(rows: Iterable[dict], settings, models: dict, size: int) -> Iterator[
         yield held
 
 
-def _torch_threads(settings) -> None:
-    """Ray starts an actor with OMP_NUM_THREADS set to its CPU request (1), which leaves torch one
+def torch_threads(settings) -> None:
+    """Give torch the embedding threads of ``settings``, shared by the model's streams. Ray starts an actor with OMP_NUM_THREADS set to its CPU request (1), which leaves torch one
     thread; the model runs as fast as in a plain process only with the node's cores (or the
     setting's count), shared by its streams."""
     import os
@@ -238,7 +238,7 @@ class EmbedUnits:
         logging.basicConfig(level=settings.log_level)
         if embedders is None:
             if any(runs_on_torch(getattr(settings.models, role)) for role in roles):
-                _torch_threads(settings)
+                torch_threads(settings)
             embedders = {role: build_embedder(role, settings) for role in roles}
         self.embedders = embedders
         self.settings = settings

@@ -198,15 +198,15 @@ def test_two_streams_share_one_model_and_give_its_vectors(role, tmp_path, tiny_c
 def test_an_embedding_actor_shares_its_threads_among_the_streams(tmp_path):
     import torch
 
-    from pipelines.stages import _torch_threads
+    from pipelines.stages import torch_threads
 
     before = torch.get_num_threads()
     try:
-        _torch_threads(make_settings(tmp_path, device="cpu", index={"embed_threads": 4, "embed_streams": 2}))
+        torch_threads(make_settings(tmp_path, device="cpu", index={"embed_threads": 4, "embed_streams": 2}))
         assert torch.get_num_threads() == 2
-        _torch_threads(make_settings(tmp_path, device="cpu", index={"embed_threads": 4, "embed_streams": 1}))
+        torch_threads(make_settings(tmp_path, device="cpu", index={"embed_threads": 4, "embed_streams": 1}))
         assert torch.get_num_threads() == 4
-        _torch_threads(make_settings(tmp_path, device="cpu", index={"embed_threads": 1}))
+        torch_threads(make_settings(tmp_path, device="cpu", index={"embed_threads": 1}))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
